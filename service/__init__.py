@@ -1,0 +1,1 @@
+"""The coupons tab of the WeCom chat sidebar."""

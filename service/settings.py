@@ -1,0 +1,139 @@
+"""Settings: one frozen object from `config/*.toml` plus environment overrides, checked on load."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = PROJECT_ROOT / "config"
+RESPONSE_SHAPES = ("list", "paginator")
+SECRET_FIELDS = frozenset({"auth_jwt_secret"})
+URL_FIELDS = frozenset({"database_url", "redis_url"})
+# HS256 keys shorter than the hash output are brute-forceable (RFC 7518 §3.2).
+MIN_SECRET_BYTES = 32
+
+
+class SettingsError(ValueError):
+    """A setting is missing or out of its range; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    app_env: str = "development"
+    database_url: str | None = None
+    redis_url: str | None = None
+    auth_jwt_secret: str = ""
+    auth_jwt_leeway_seconds: int = 10
+    response_shape: str = "list"
+    display_tz: str = "Asia/Shanghai"
+    data_dir: str = ".data"
+    db_pool_min_size: int = 2
+    db_pool_max_size: int = 10
+    db_command_timeout_seconds: float = 5.0
+    readiness_timeout_seconds: float = 1.0
+    max_body_bytes: int = 65536
+
+    def __post_init__(self) -> None:
+        if self.response_shape not in RESPONSE_SHAPES:
+            raise SettingsError(f"RESPONSE_SHAPE must be one of {RESPONSE_SHAPES}")
+        try:
+            ZoneInfo(self.display_tz)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise SettingsError(f"DISPLAY_TZ {self.display_tz!r} is not a known time zone") from exc
+        if len(self.auth_jwt_secret.encode()) < MIN_SECRET_BYTES:
+            raise SettingsError(f"AUTH_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+        if self.app_env == "production" and self.auth_jwt_secret.startswith("dev-only"):
+            raise SettingsError("AUTH_JWT_SECRET still holds the development default")
+        if not 1 <= self.db_pool_min_size <= self.db_pool_max_size:
+            raise SettingsError("DB_POOL_MIN_SIZE must be >= 1 and <= DB_POOL_MAX_SIZE")
+        for name in ("db_command_timeout_seconds", "readiness_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name.upper()} must be positive")
+        if self.max_body_bytes < 1024:
+            raise SettingsError("MAX_BODY_BYTES must be at least 1024")
+        if self.auth_jwt_leeway_seconds < 0:
+            raise SettingsError("AUTH_JWT_LEEWAY_SECONDS must not be negative")
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.display_tz)
+
+    @property
+    def data_path(self) -> Path:
+        path = Path(self.data_dir)
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as they may be logged: secrets and URL passwords hidden."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in SECRET_FIELDS:
+                value = "***" if value else ""
+            elif field.name in URL_FIELDS and value:
+                value = mask_url(value)
+            out[field.name] = value
+        return out
+
+
+def mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _coerce(name: str, kind: type, raw: Any) -> Any:
+    if raw is None:
+        return None
+    try:
+        if kind is int and not isinstance(raw, bool):
+            return int(raw)
+        if kind is float and not isinstance(raw, bool):
+            return float(raw)
+        if kind is str:
+            return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{name.upper()} must be a {kind.__name__}, got {raw!r}") from exc
+    raise SettingsError(f"{name.upper()} must be a {kind.__name__}, got {raw!r}")
+
+
+_FIELD_TYPES = {"int": int, "float": float, "str": str, "str | None": str}
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, config_dir: Path = CONFIG_DIR, **overrides: Any
+) -> Settings:
+    """`config/default.toml`, then `config/<APP_ENV>.toml`, then the environment, then overrides."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    app_env = env.get("APP_ENV", "development")
+    for name in ("default", app_env):
+        path = config_dir / f"{name}.toml"
+        if path.is_file():
+            with path.open("rb") as fh:
+                values.update(tomllib.load(fh))
+    values["app_env"] = app_env
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise SettingsError(f"unknown settings in config: {sorted(unknown)}")
+    for name in fields:
+        raw = env.get(name.upper())
+        if raw is not None and raw != "":
+            values[name] = raw
+    values.update(overrides)
+    typed = {
+        name: _coerce(name, _FIELD_TYPES[str(fields[name].type)], value)
+        for name, value in values.items()
+    }
+    return Settings(**typed)

@@ -1,0 +1,89 @@
+-- name: coupon_page(uniacid, member_id, status, use_types, coupon_methods, near_only, now, tz, page_limit, page_offset)
+-- One response in one round trip: the tenant's settings, where the member lives, the total of the
+-- tab and the rows of the page with every name the items show. The first row carries the header
+-- columns; when the page is empty it is the only row and its item columns are NULL.
+-- :status 1 unused, 2 expired, 3 used. :use_types / :coupon_methods NULL mean "any".
+-- A coupon's end: time_limit 1 -> the coupon's time_end; time_limit 0 with time_days N > 0 ->
+-- 23:59:59 (in :tz) of the Nth day after the day of get_time; otherwise never (NULL).
+WITH setting AS (
+    SELECT coalesce(ts.coupon_transfer, false)      AS coupon_transfer,
+           coalesce(ts.store_plugin, true)          AS store_plugin,
+           coalesce(ts.hotel_plugin, true)          AS hotel_plugin,
+           coalesce(ts.near_expiration_days, 3)     AS near_expiration_days,
+           (SELECT m.uniacid FROM yz_member AS m WHERE m.uid = :member_id) AS member_uniacid
+    FROM (SELECT 1) AS one
+    LEFT JOIN yz_tenant_setting AS ts ON ts.uniacid = :uniacid
+),
+matching AS (
+    SELECT mc.id, mc.get_time, e.end_at,
+           (:status::int = 1 AND e.end_at IS NOT NULL
+            AND e.end_at <= :now::timestamptz
+                            + s.near_expiration_days * interval '86400 seconds') AS near
+    FROM setting AS s
+    CROSS JOIN yz_member_coupon AS mc
+    JOIN yz_coupon AS c ON c.id = mc.coupon_id AND c.uniacid = mc.uniacid
+    CROSS JOIN LATERAL (
+        SELECT CASE
+            WHEN c.time_limit = 1 THEN c.time_end
+            WHEN c.time_days > 0 THEN
+                (date_trunc('day', mc.get_time AT TIME ZONE :tz::text)
+                 + make_interval(days => c.time_days) + interval '23:59:59') AT TIME ZONE :tz::text
+        END AS end_at
+    ) AS e
+    WHERE mc.uniacid = :uniacid
+      AND mc.uid = :member_id
+      AND mc.is_member_deleted = 0
+      AND mc.used = CASE WHEN :status::int = 3 THEN 1 ELSE 0 END
+      AND (:status::int = 3
+           OR (:status::int = 1) = (e.end_at IS NULL OR e.end_at >= :now::timestamptz))
+      AND (s.store_plugin OR c.use_type NOT IN (4, 5))
+      AND (s.hotel_plugin OR c.use_type NOT IN (6, 7))
+      AND (:use_types::int[] IS NULL OR c.use_type = ANY (:use_types::int[]))
+      AND (:coupon_methods::int[] IS NULL OR c.coupon_method = ANY (:coupon_methods::int[]))
+),
+page AS (
+    SELECT * FROM matching
+    WHERE NOT :near_only::boolean OR near
+    ORDER BY get_time DESC, id DESC
+    LIMIT :page_limit OFFSET :page_offset
+),
+counted AS (
+    SELECT count(*) AS total FROM matching WHERE NOT :near_only::boolean OR near
+)
+SELECT s.coupon_transfer, s.store_plugin, s.hotel_plugin, s.member_uniacid, counted.total,
+       mc.id, mc.coupon_id, mc.used, mc.use_time, mc.get_time, p.end_at, p.near,
+       c.name, c.coupon_method, c.deduct, c.discount, c.enough, c.use_type,
+       c.category_ids, c.categorynames, c.goods_ids, c.goods_names, c.storenames,
+       c.suppliernames, c.time_limit, c.time_days, c.time_start, c.time_end, c.total AS coupon_total,
+       c.money, c.credit, c.plugin_id, c.use_conditions,
+       CASE WHEN c.use_type IN (6, 7) THEN ARRAY(
+           SELECT h.hotel_name FROM yz_coupon_hotel AS ch
+           JOIN yz_hotel AS h ON h.id = ch.hotel_id AND h.uniacid = c.uniacid
+           WHERE ch.coupon_id = c.id ORDER BY h.id)
+       END AS hotel_names,
+       CASE WHEN c.use_type = 9 AND jsonb_typeof(c.use_conditions -> 'store_ids') = 'array'
+       THEN ARRAY(
+           SELECT st.store_name FROM yz_store AS st
+           WHERE st.uniacid = c.uniacid AND st.id IN (
+               SELECT x::bigint FROM jsonb_array_elements_text(c.use_conditions -> 'store_ids') AS x
+               WHERE x ~ '^[0-9]{1,18}$')
+           ORDER BY st.id)
+       END AS condition_store_names,
+       CASE WHEN c.use_type = 9 AND jsonb_typeof(c.use_conditions -> 'good_ids') = 'array'
+       THEN ARRAY(
+           SELECT g.title FROM yz_goods AS g
+           WHERE g.uniacid = c.uniacid AND g.id IN (
+               SELECT x::bigint FROM jsonb_array_elements_text(c.use_conditions -> 'good_ids') AS x
+               WHERE x ~ '^[0-9]{1,18}$')
+           ORDER BY g.id)
+       END AS condition_goods_titles
+FROM setting AS s
+CROSS JOIN counted
+LEFT JOIN page AS p ON true
+LEFT JOIN yz_member_coupon AS mc ON mc.id = p.id
+LEFT JOIN yz_coupon AS c ON c.id = mc.coupon_id
+ORDER BY p.get_time DESC, p.id DESC;
+
+-- name: ping()$
+-- Readiness: the database answers a trivial statement.
+SELECT 1;
