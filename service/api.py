@@ -105,7 +105,9 @@ async def coupons(request: web.Request) -> web.Response:
     mall_router = request.path == PATH_MALL_ROUTER
     if mall_router and request.query.get("route") != ROUTE_NAME:
         raise web.HTTPNotFound()
-    principal = authenticate(request, settings.auth_jwt_secret, settings.auth_jwt_leeway_seconds)
+    now = app[clock_key].now()
+    principal = authenticate(request, settings.auth_jwt_secret, settings.auth_jwt_leeway_seconds,
+                             int(now.timestamp()))
     params = validate(MALL_ROUTER_SCHEMA if mall_router else COUPONS_SCHEMA,
                       await read_params(request))
     if mall_router and params["i"] != principal.uniacid:
@@ -119,7 +121,7 @@ async def coupons(request: web.Request) -> web.Response:
         page=params["page"],
         pagesize=params["pagesize"],
     )
-    page = await app[repository_key].page(query, app[clock_key].now())
+    page = await app[repository_key].page(query, now)
     if page.member_uniacid is None:
         raise ApiError(404, "会员不存在", {"member_id": ["会员不存在"]})
     if page.member_uniacid != principal.uniacid:

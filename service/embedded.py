@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,10 +22,13 @@ DATABASE_NAME = "coupons"
 
 @contextlib.contextmanager
 def embedded_postgres(data_dir: Path, database: str = DATABASE_NAME) -> Iterator[str]:
-    import pgserver
-
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); it falls back fine.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import pgserver
+
+        server = pgserver.get_server(data_dir, cleanup_mode="stop")
     try:
         exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
         if "(0 rows)" in exists:
