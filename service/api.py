@@ -41,30 +41,36 @@ async def read_params(request: web.Request) -> dict[str, Any]:
     params = _last_wins(request.query)
     if request.method != "POST" or not request.body_exists:
         return params
+    try:
+        body = await _read_body(request)
+    except BAD_BODY:
+        # A charset Python does not know, a corrupt compressed body, broken form encoding.
+        raise _bad_request("body", "请求体无法解析，请检查编码与内容类型") from None
+    params.update(body)
+    return params
+
+
+# What reading a malformed body raises inside aiohttp and the codecs (never a server fault).
+BAD_BODY = (ValueError, UnicodeDecodeError, LookupError, AssertionError,
+            web.RequestPayloadError)
+
+
+async def _read_body(request: web.Request) -> dict[str, Any]:
     ctype = request.content_type
     if ctype in FORM_TYPES:
-        try:
-            body = _last_wins(await request.post())
-        except (ValueError, UnicodeDecodeError, AssertionError):
-            raise _bad_request("body", "请求体不是合法的表单数据") from None
-    elif ctype in JSON_TYPES:
-        raw = await request.read()
-        if not raw.strip():
-            return params
+        return _last_wins(await request.post())
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    if ctype in JSON_TYPES:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise _bad_request("body", "请求体不是合法的 JSON") from None
         if not isinstance(body, dict):
             raise _bad_request("body", "JSON 请求体必须是一个对象")
-    else:
-        if not (await request.read()):
-            return params
-        raise _bad_request(
-            "body", "不支持的请求体类型，请使用表单、multipart 或 JSON"
-        )
-    params.update(body)
-    return params
+        return body
+    raise _bad_request("body", "不支持的请求体类型，请使用表单、multipart 或 JSON")
 
 
 def validate(schema: Schema, raw: Mapping[str, Any]) -> dict[str, Any]:
