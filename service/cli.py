@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import shlex
 import signal
@@ -91,17 +92,29 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
     for proc in procs:
         proc.start()
 
+    stopping = False
+
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for proc in procs:
-            if proc.pid is not None:
+            if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    # A worker that dies on its own takes the others down: the supervisor (compose, systemd)
+    # restarts the whole service rather than running on with fewer workers unnoticed.
+    while any(proc.is_alive() for proc in procs):
+        multiprocessing.connection.wait([p.sentinel for p in procs if p.is_alive()])
+        if not stopping and any(not p.is_alive() for p in procs):
+            log.error("a worker exited unexpectedly; stopping the others")
+            forward(signal.SIGTERM, None)
     for proc in procs:
         proc.join()
     sock.close()
-    return max(proc.exitcode or 0 for proc in procs)
+    failed = [p.exitcode for p in procs if p.exitcode != 0]
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,6 +97,9 @@ def _coerce(name: str, kind: type, raw: Any) -> Any:
         return None
     try:
         if kind is int and not isinstance(raw, bool):
+            # int(3.7) would silently truncate a typo in a toml file.
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError(raw)
             return int(raw)
         if kind is float and not isinstance(raw, bool):
             return float(raw)

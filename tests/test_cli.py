@@ -1,0 +1,415 @@
+"""`python -m service ...` as real subprocesses against a fresh database of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import jwt
+import pytest
+
+from service.auth import issue_token
+from service.demo import load_demo_data
+from service.migrations import MIGRATIONS_DIR, migrate
+from service.settings import Settings
+from tests.conftest import SECRET
+from tests.test_migrations import CONTRACT_COLUMNS, fresh_database_sync
+
+REPO = Path(__file__).resolve().parent.parent
+SEED_IDS = {155: 5, 150: 5, 146: 3, 135: 3, 134: 3, 12: 4}  # member coupon id -> coupon id
+# Settings the environment of the test run might carry: the subprocesses get only ours.
+SETTING_NAMES = {f.name.upper() for f in dataclasses.fields(Settings)} | {"APP_ENV"}
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 15.0
+# Never send 127.0.0.1 through a proxy that the environment may name.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def cli_env(**settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    env["AUTH_JWT_SECRET"] = SECRET
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(settings)
+    return env
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "service", *args]
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(command(*args), cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def query(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async def fetch() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(url)
+        try:
+            return await conn.fetch(sql, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url: str, headers: dict[str, str] | None = None,
+             timeout: float = 5) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with OPENER.open(request, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
+
+
+def children_of(pid: int) -> list[int]:
+    """Live (non-zombie) direct children of `pid`, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclasses.dataclass
+class Server:
+    proc: subprocess.Popen
+    base: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def wait_exit(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"server still running {timeout}s after the signal:\n{self.output()}")
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], log: Path, *extra: str) -> Iterator[Server]:
+    """`serve` on a free port, once it answers /healthz 200; killed if the test left it up."""
+    port = free_port()
+    with log.open("w", encoding="utf-8") as out:
+        proc = subprocess.Popen(
+            command("serve", "--host", "127.0.0.1", "--port", str(port), *extra),
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    server = Server(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_healthy(server)
+        yield server
+    finally:
+        if proc.poll() is None:
+            for pid in children_of(proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+                    os.kill(pid, signal.SIGKILL)
+            proc.kill()
+        proc.wait(timeout=STOP_TIMEOUT)
+
+
+def wait_healthy(server: Server) -> None:
+    """Poll /healthz with short retries until 200, the process dies, or the deadline passes."""
+    deadline = time.monotonic() + START_TIMEOUT
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            status, _ = http_get(server.base + "/healthz", timeout=1)
+            if status == 200:
+                return
+            last = status
+        except (OSError, http.client.HTTPException) as exc:
+            last = exc
+        try:
+            # Waiting on the process doubles as the pause between tries.
+            code = server.proc.wait(timeout=0.1)
+        except subprocess.TimeoutExpired:
+            continue
+        pytest.fail(f"server exited with {code} before it was healthy:\n{server.output()}")
+    pytest.fail(f"/healthz not 200 within {START_TIMEOUT}s (last: {last!r}):\n{server.output()}")
+
+
+def get_coupons(server: Server, uniacid: int = 1, member: int = 1) -> dict[str, Any]:
+    token = issue_token(SECRET, uniacid, member, "staff-cli", 3600, int(time.time()))
+    status, body = http_get(
+        server.base + "/api/v2/coupons?client=work&type=17",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert status == 200, body
+    return json.loads(body)
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_url(database_url: str) -> Iterator[str]:
+    """An empty database of this test's own, on the server of `database_url`."""
+    with fresh_database_sync(database_url, prefix="cli") as url:
+        yield url
+
+
+@pytest.fixture
+def env(fresh_url: str, redis_url: str) -> dict[str, str]:
+    return cli_env(DATABASE_URL=fresh_url, REDIS_URL=redis_url)
+
+
+@pytest.fixture
+def demo_env(fresh_url: str, env: dict[str, str]) -> dict[str, str]:
+    """The fresh database migrated and holding the demo tenants."""
+    asyncio.run(migrate(fresh_url))
+    asyncio.run(load_demo_data(fresh_url))
+    return env
+
+
+# --- migrate --------------------------------------------------------------------------------------
+
+
+def test_migrate_twice_in_parallel(fresh_url: str, env: dict[str, str], tmp_path: Path) -> None:
+    procs = []
+    logs = [tmp_path / f"migrate-{i}.log" for i in range(2)]
+    for log in logs:
+        with log.open("w") as out:
+            procs.append(subprocess.Popen(command("migrate"), cwd=REPO, env=env, stdout=out,
+                                          stderr=subprocess.STDOUT))
+    try:
+        codes = [proc.wait(timeout=120) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert codes == [0, 0], [log.read_text() for log in logs]
+
+    versions = [p.stem for p in sorted(MIGRATIONS_DIR.glob("*.sql"))]
+    rows = query(fresh_url, "SELECT version, count(*) AS n FROM schema_migrations GROUP BY 1")
+    assert {r["version"]: r["n"] for r in rows} == dict.fromkeys(versions, 1)
+    tables = query(fresh_url, "SELECT tablename::text AS t FROM pg_tables "
+                              "WHERE schemaname = 'public'")
+    assert set(CONTRACT_COLUMNS) <= {r["t"] for r in tables}
+
+    # And once more, sequentially: nothing to do, still exit 0.
+    again = run_cli("migrate", env=env)
+    assert again.returncode == 0, again.stderr
+    rows = query(fresh_url, "SELECT count(*) AS n FROM schema_migrations")
+    assert rows[0]["n"] == len(versions)
+
+
+# --- demo-data ------------------------------------------------------------------------------------
+
+
+def snapshot(url: str) -> dict[str, Any]:
+    member_1 = query(url, "SELECT id FROM yz_member_coupon WHERE uniacid = 1 AND uid = 1")
+    counts = {
+        table: query(url, f"SELECT count(*) AS n FROM {table}")[0]["n"]
+        for table in ("yz_member_coupon", "yz_coupon", "yz_member", "yz_store", "yz_goods",
+                      "yz_hotel", "yz_coupon_hotel", "yz_tenant_setting")
+    }
+    return {"member_1": sorted(r["id"] for r in member_1), "counts": counts}
+
+
+def test_demo_data_twice(fresh_url: str, env: dict[str, str]) -> None:
+    migrated = run_cli("migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+
+    first = run_cli("demo-data", env=env)
+    assert first.returncode == 0, first.stderr
+    after_first = snapshot(fresh_url)
+    second = run_cli("demo-data", env=env)
+    assert second.returncode == 0, second.stderr
+    after_second = snapshot(fresh_url)
+
+    assert after_second == after_first
+    # Member 1: the seed's six rows (and no other below the demo's own id ranges), plus others.
+    ids = after_second["member_1"]
+    assert {i for i in ids if i < 1000} == set(SEED_IDS)
+    assert len(ids) > len(SEED_IDS)
+    rows = query(
+        fresh_url,
+        "SELECT id, count(*) OVER (PARTITION BY id) AS n, uniacid, uid, coupon_id, used, "
+        "is_member_deleted FROM yz_member_coupon WHERE id = ANY($1::bigint[])",
+        list(SEED_IDS),
+    )
+    assert sorted(r["id"] for r in rows) == sorted(SEED_IDS)
+    for r in rows:
+        assert r["n"] == 1
+        assert (r["uniacid"], r["uid"], r["coupon_id"], r["used"], r["is_member_deleted"]) == (
+            1, 1, SEED_IDS[r["id"]], 0, 0
+        )
+    # Other members and the second tenant are there too.
+    members = query(fresh_url, "SELECT uniacid, count(*) AS n FROM yz_member GROUP BY 1")
+    assert {r["uniacid"]: r["n"] for r in members} == {1: 20, 2: 2}
+
+
+def test_demo_data_without_migrations_fails(env: dict[str, str]) -> None:
+    result = run_cli("demo-data", env=env)
+    assert result.returncode != 0
+    assert "yz_member_coupon" in result.stderr or "does not exist" in result.stderr
+
+
+# --- token ----------------------------------------------------------------------------------------
+
+
+def test_token_decodes_with_the_same_secret(env: dict[str, str]) -> None:
+    before = int(time.time())
+    result = run_cli("token", "--uniacid", "3", "--member", "7", env=env)
+    after = int(time.time())
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert token.count(".") == 2 and "\n" not in token
+
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"],
+                        options={"require": ["exp", "sub", "uniacid", "member_id"]})
+    assert claims["uniacid"] == 3 and claims["member_id"] == 7
+    assert isinstance(claims["sub"], str) and claims["sub"]
+    assert before < claims["exp"] <= after + 86_400 + 1
+    assert claims["exp"] >= before + 86_400
+
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, SECRET[::-1], algorithms=["HS256"])
+
+
+def test_token_staff_and_ttl(env: dict[str, str]) -> None:
+    result = run_cli("token", "--uniacid", "1", "--member", "2", "--staff", "wx-staff-9",
+                     "--ttl", "60", env=env)
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "wx-staff-9" and claims["member_id"] == 2
+    assert claims["exp"] - claims["iat"] == 60
+
+
+def test_token_needs_its_arguments(env: dict[str, str]) -> None:
+    result = run_cli("token", "--uniacid", "3", env=env)
+    assert result.returncode == 2
+    assert "--member" in result.stderr and result.stdout == ""
+
+
+# --- serve ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_answers_then_exits_0_on_signal(
+    demo_env: dict[str, str], tmp_path: Path, signum: signal.Signals
+) -> None:
+    with serving(demo_env, tmp_path / "server.log") as server:
+        status, body = http_get(server.base + "/healthz")
+        assert status == 200, body
+        result = get_coupons(server)
+        assert result["result"] == 1, result
+        assert result["data"]["search_array"][-1] == "快过期"
+        assert result["data"]["total"] >= 1 and result["data"]["data"]
+        # Without a token: 401, the server keeps running.
+        status, _ = http_get(server.base + "/api/v2/coupons?client=work&type=17")
+        assert status == 401
+
+        server.proc.send_signal(signum)
+        assert server.wait_exit(STOP_TIMEOUT) == 0, server.output()
+
+
+def test_serve_with_two_workers(demo_env: dict[str, str], tmp_path: Path) -> None:
+    with serving(demo_env, tmp_path / "server.log", "--workers", "2") as server:
+        deadline = time.monotonic() + START_TIMEOUT
+        workers = children_of(server.proc.pid)
+        while len(workers) < 2 and time.monotonic() < deadline:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.proc.wait(timeout=0.1)
+            workers = children_of(server.proc.pid)
+        assert len(workers) == 2, (workers, server.output())
+
+        # Each worker alone: stop the other one, so that only this one can accept.
+        for worker in workers:
+            others = [pid for pid in workers if pid != worker]
+            for pid in others:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                result = get_coupons(server)
+                status, _ = http_get(server.base + "/healthz")
+            finally:
+                for pid in others:
+                    os.kill(pid, signal.SIGCONT)
+            assert result["result"] == 1, (worker, result)
+            assert status == 200
+
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait_exit(STOP_TIMEOUT) == 0, server.output()
+        assert not any(alive(pid) for pid in workers)
+
+
+def test_serve_refuses_zero_workers(demo_env: dict[str, str]) -> None:
+    result = run_cli("serve", "--port", str(free_port()), "--workers", "0", env=demo_env,
+                     timeout=30)
+    assert result.returncode != 0
+    assert "--workers" in result.stderr
+
+
+# --- bad settings ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [("migrate",), ("demo-data",), ("token", "--uniacid", "1",
+                                  "--member", "1"), ("serve", "--port", "1")])
+def test_bad_response_shape_exits_2_with_message(
+    env: dict[str, str], args: tuple[str, ...]
+) -> None:
+    env = {**env, "RESPONSE_SHAPE": "bogus"}
+    result = run_cli(*args, env=env, timeout=30)
+    assert result.returncode == 2
+    assert "RESPONSE_SHAPE" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_short_secret_exits_2_without_leaking_it(env: dict[str, str]) -> None:
+    env = {**env, "AUTH_JWT_SECRET": "tiny-secret-xyz"}
+    result = run_cli("migrate", env=env, timeout=30)
+    assert result.returncode == 2
+    assert "AUTH_JWT_SECRET" in result.stderr
+    assert "tiny-secret-xyz" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_int_setting_exits_2(env: dict[str, str]) -> None:
+    result = run_cli("migrate", env={**env, "DB_POOL_MAX_SIZE": "ten"}, timeout=30)
+    assert result.returncode == 2
+    assert "DB_POOL_MAX_SIZE" in result.stderr and "Traceback" not in result.stderr
