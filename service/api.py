@@ -12,11 +12,10 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 from multidict import MultiDictProxy
 
-from service import domain
-from service.auth import authenticate
+from service.auth import authenticate, authenticate_service
 from service.errors import ApiError
-from service.keys import clock_key, redis_key, repository_key, settings_key
-from service.repository import CouponPage, PageQuery
+from service.keys import clock_key, pages_key, redis_key, repository_key, settings_key
+from service.repository import PageQuery, UseRefused
 from service.schemas import COUPONS_SCHEMA, MALL_ROUTER_SCHEMA, first_message
 
 ROUTE_NAME = "plugin.wechat-chat-sidebar.frontend.controller.customer.customer.couponsOfMemberByStatusV2"
@@ -81,30 +80,6 @@ def validate(schema: Schema, raw: Mapping[str, Any]) -> dict[str, Any]:
         raise ApiError(400, first_message(errors), errors) from None
 
 
-def render_page(page: CouponPage, query: PageQuery, shape: str, settings_tz) -> dict[str, Any]:
-    items = [domain.render_coupon(row, settings_tz, page.store_plugin) for row in page.rows]
-    last = domain.last_page(page.total, query.pagesize)
-    data: dict[str, Any] = {"set": {"transfer": page.coupon_transfer}}
-    if shape == "paginator":
-        offset = (query.page - 1) * query.pagesize
-        data["data"] = {
-            "current_page": query.page,
-            "data": items,
-            "per_page": query.pagesize,
-            "total": page.total,
-            "last_page": last,
-            "from": offset + 1 if items else None,
-            "to": offset + len(items) if items else None,
-        }
-        data["search_array"] = domain.search_array(query.status)
-    else:
-        data["data"] = items
-        data["search_array"] = domain.search_array(query.status)
-        data.update(current_page=query.page, per_page=query.pagesize, total=page.total,
-                    last_page=last)
-    return {"result": 1, "msg": "", "data": data}
-
-
 async def coupons(request: web.Request) -> web.Response:
     app = request.app
     settings = app[settings_key]
@@ -127,13 +102,50 @@ async def coupons(request: web.Request) -> web.Response:
         page=params["page"],
         pagesize=params["pagesize"],
     )
-    page = await app[repository_key].page(query, now)
-    if page.member_uniacid is None:
-        raise ApiError(404, "会员不存在", {"member_id": ["会员不存在"]})
-    if page.member_uniacid != principal.uniacid:
-        msg = "该会员不属于当前商户"
-        raise ApiError(403, msg, {"member_id": [msg]})
-    body = render_page(page, query, settings.response_shape, settings.tz)
+    result = await app[pages_key].get(query, now)
+    etag = f'"{result.etag}"'
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache", "X-Cache": result.outcome}
+    if etag_matches(request.headers.get("If-None-Match"), etag):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=result.body, content_type="application/json", headers=headers)
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    candidates = {c.strip().removeprefix("W/") for c in header.split(",")}
+    return etag in candidates or "*" in candidates
+
+
+_MAX_ID = 2**63 - 1
+
+
+async def use_member_coupon(request: web.Request) -> web.Response:
+    """The mall marks a coupon used; the member's cached pages are gone before this answers."""
+    app = request.app
+    settings = app[settings_key]
+    authenticate_service(request, settings.internal_service_token)
+    raw_id = request.match_info["id"]
+    member_coupon_id = int(raw_id) if len(raw_id) <= 19 else 0
+    if not 0 < member_coupon_id <= _MAX_ID:
+        msg = "参数 id 必须是正整数"
+        raise ApiError(400, msg, {"id": [msg]})
+    now = app[clock_key].now()
+    try:
+        used = await app[repository_key].use(member_coupon_id, now)
+    except UseRefused as exc:
+        if exc.reason == "already_used":
+            msg = "该优惠券已使用"
+            raise ApiError(409, msg, {"id": [msg]}) from None
+        msg = "优惠券不存在"
+        raise ApiError(404, msg, {"id": [msg]}) from None
+    # Before answering: the next read through Redis must already see the use. If Redis fails
+    # here the cache is untrusted (and bypassed) until a full flush succeeds.
+    await app[pages_key].invalidate_members(used.uniacid, [used.uid])
+    body = {"result": 1, "msg": "", "data": {
+        "id": used.id, "uniacid": used.uniacid, "uid": used.uid, "used": 1,
+        "use_time": int(used.use_time.timestamp()),
+    }}
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
@@ -165,5 +177,6 @@ def setup_routes(app: web.Application) -> None:
     for path in (PATH_PLUGIN, PATH_MALL_ROUTER, PATH_SHORT):
         app.router.add_get(path, coupons)
         app.router.add_post(path, coupons)
+    app.router.add_post(r"/internal/member-coupons/{id:\d+}/use", use_member_coupon)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hmac
 
 import jwt
 from aiohttp import web
@@ -67,6 +68,14 @@ def authenticate(request: web.Request, secret: str, leeway: int, now: int) -> Pr
         member_id=_positive_int(claims, "member_id", 2**63),
         staff_id=sub,
     )
+
+
+def authenticate_service(request: web.Request, token: str) -> None:
+    """The mall's own service token for /internal/*: a fixed secret, distinct from staff JWTs."""
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(),
+                                                             token.encode()):
+        raise _unauthorized("服务令牌无效")
 
 
 def issue_token(secret: str, uniacid: int, member_id: int, staff_id: str, ttl_seconds: int,

@@ -33,6 +33,24 @@ class CouponPage:
     hotel_plugin: bool
     total: int
     rows: list[asyncpg.Record]
+    # First unix second at which the clock alone changes any of the member's pages; None: never.
+    valid_until: int | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UsedCoupon:
+    id: int
+    uniacid: int
+    uid: int
+    use_time: dt.datetime
+
+
+class UseRefused(Exception):
+    """`reason` is "not_found" (absent or deleted by the member) or "already_used"."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
@@ -44,6 +62,23 @@ async def init_connection(conn: asyncpg.Connection) -> None:
             encoder=lambda v: orjson.dumps(v).decode(),
             decoder=orjson.loads,
         )
+
+
+async def warm_connection(conn: asyncpg.Connection) -> None:
+    """Prepare the hot statement once per pooled connection, so that a request never pays for
+    asyncpg's type introspection or a separate Parse round trip."""
+    await init_connection(conn)
+    now = dt.datetime.now(dt.UTC)
+    async for _ in QUERIES.coupon_page(conn, uniacid=0, member_id=0, status=1, use_types=None,
+                                       coupon_methods=None, near_only=False, now=now,
+                                       tz="UTC", page_limit=1, page_offset=0):
+        pass
+
+
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release hook. asyncpg still rolls back an open transaction before calling it; the
+    default reset (`RESET ALL; UNLISTEN *; ...`) would cost a second round trip per request and
+    the pool's sessions never change settings, listen or lock (LISTEN has its own connection)."""
 
 
 class CouponRepository:
@@ -77,7 +112,24 @@ class CouponRepository:
             hotel_plugin=head["hotel_plugin"],
             total=head["total"],
             rows=[r for r in rows if r["id"] is not None],
+            valid_until=head["valid_until"],
         )
+
+    async def coupon_holders(self, coupon_id: int, limit: int) -> list[int]:
+        async with self._pool.acquire() as conn:
+            return [r["uid"] async for r in QUERIES.coupon_holders(
+                conn, coupon_id=coupon_id, max_members=limit)]
+
+    async def use(self, member_coupon_id: int, now: dt.datetime) -> UsedCoupon:
+        """Mark used exactly once; raises UseRefused otherwise."""
+        async with self._pool.acquire() as conn:
+            row = await QUERIES.use_member_coupon(conn, id=member_coupon_id, now=now)
+            if row is not None:
+                return UsedCoupon(row["id"], row["uniacid"], row["uid"], row["use_time"])
+            state = await QUERIES.member_coupon_state(conn, id=member_coupon_id)
+        if state is None or state["is_member_deleted"]:
+            raise UseRefused("not_found")
+        raise UseRefused("already_used")
 
     async def ping(self) -> None:
         async with self._pool.acquire() as conn:

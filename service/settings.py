@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "config"
 RESPONSE_SHAPES = ("list", "paginator")
-SECRET_FIELDS = frozenset({"auth_jwt_secret"})
+SECRET_FIELDS = frozenset({"auth_jwt_secret", "internal_service_token"})
 URL_FIELDS = frozenset({"database_url", "redis_url"})
 # HS256 keys shorter than the hash output are brute-forceable (RFC 7518 §3.2).
 MIN_SECRET_BYTES = 32
@@ -39,6 +39,18 @@ class Settings:
     db_command_timeout_seconds: float = 5.0
     readiness_timeout_seconds: float = 1.0
     max_body_bytes: int = 65536
+    # The page cache (README: "The cache").
+    cache_ttl_seconds: int = 600
+    cache_prefix: str = "cp"
+    redis_timeout_seconds: float = 0.05
+    redis_max_connections: int = 64
+    redis_breaker_failures: int = 3
+    redis_breaker_reset_seconds: float = 1.0
+    cache_lease_ms: int = 2000
+    listener_heartbeat_seconds: float = 1.0
+    coupon_holders_max: int = 10_000
+    # The mall's service token for /internal/* (never a staff token).
+    internal_service_token: str = ""
 
     def __post_init__(self) -> None:
         if self.response_shape not in RESPONSE_SHAPES:
@@ -58,6 +70,24 @@ class Settings:
                 raise SettingsError(f"{name.upper()} must be positive")
         if self.max_body_bytes < 1024:
             raise SettingsError("MAX_BODY_BYTES must be at least 1024")
+        if len(self.internal_service_token) < MIN_SECRET_BYTES:
+            raise SettingsError(f"INTERNAL_SERVICE_TOKEN must be at least {MIN_SECRET_BYTES} bytes")
+        if self.app_env == "production" and self.internal_service_token.startswith("dev-only"):
+            raise SettingsError("INTERNAL_SERVICE_TOKEN still holds the development default")
+        if self.internal_service_token == self.auth_jwt_secret:
+            raise SettingsError("INTERNAL_SERVICE_TOKEN must differ from AUTH_JWT_SECRET")
+        if not 1 <= self.cache_ttl_seconds <= 86_400:
+            raise SettingsError("CACHE_TTL_SECONDS must be between 1 and 86400")
+        if not self.cache_prefix or any(c in self.cache_prefix for c in "{}* "):
+            raise SettingsError("CACHE_PREFIX must be non-empty, without braces, '*' or spaces")
+        for name in ("redis_timeout_seconds", "redis_breaker_reset_seconds",
+                     "listener_heartbeat_seconds"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name.upper()} must be positive")
+        for name in ("redis_max_connections", "redis_breaker_failures", "cache_lease_ms",
+                     "coupon_holders_max"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name.upper()} must be at least 1")
         if self.auth_jwt_leeway_seconds < 0:
             raise SettingsError("AUTH_JWT_LEEWAY_SECONDS must not be negative")
 

@@ -114,3 +114,5 @@ SELECT setval(pg_get_serial_sequence('yz_store', 'id'), greatest((SELECT max(id)
 SELECT setval(pg_get_serial_sequence('yz_goods', 'id'), greatest((SELECT max(id) FROM yz_goods), 1));
 SELECT setval(pg_get_serial_sequence('yz_hotel', 'id'), greatest((SELECT max(id) FROM yz_hotel), 1));
 
+
+ANALYZE yz_member, yz_tenant_setting, yz_coupon, yz_member_coupon, yz_store, yz_goods, yz_hotel, yz_coupon_hotel;

@@ -1,10 +1,12 @@
 -- name: coupon_page(uniacid, member_id, status, use_types, coupon_methods, near_only, now, tz, page_limit, page_offset)
 -- One response in one round trip: the tenant's settings, where the member lives, the total of the
--- tab and the rows of the page with every name the items show. The first row carries the header
--- columns; when the page is empty it is the only row and its item columns are NULL.
--- :status 1 unused, 2 expired, 3 used. :use_types / :coupon_methods NULL mean "any".
--- A coupon's end: time_limit 1 -> the coupon's time_end; time_limit 0 with time_days N > 0 ->
--- 23:59:59 (in :tz) of the Nth day after the day of get_time; otherwise never (NULL).
+-- tab, the rows of the page with every name the items show, and `valid_until`: the first whole
+-- second (unix) at which any of the member's unused coupons changes tab (its end passes) or
+-- near-expiration flag (its end minus the tenant's window), i.e. when a cached copy of any of
+-- the member's pages stops being true by the clock alone (NULL: never).
+-- The first row carries the header columns; when the page is empty it is the only row and its
+-- item columns are NULL. :status 1 unused, 2 expired, 3 used; :use_types / :coupon_methods NULL
+-- mean "any". A coupon's end is coupon_end_at() (sql/migrations/0003_coupon_end_at.sql).
 WITH setting AS (
     SELECT coalesce(ts.coupon_transfer, false)      AS coupon_transfer,
            coalesce(ts.store_plugin, true)          AS store_plugin,
@@ -23,12 +25,7 @@ matching AS (
     CROSS JOIN yz_member_coupon AS mc
     JOIN yz_coupon AS c ON c.id = mc.coupon_id AND c.uniacid = mc.uniacid
     CROSS JOIN LATERAL (
-        SELECT CASE
-            WHEN c.time_limit = 1 THEN c.time_end
-            WHEN c.time_days > 0 THEN
-                (date_trunc('day', mc.get_time AT TIME ZONE :tz::text)
-                 + make_interval(days => c.time_days) + interval '23:59:59') AT TIME ZONE :tz::text
-        END AS end_at
+        SELECT coupon_end_at(c.time_limit, c.time_days, c.time_end, mc.get_time, :tz::text) AS end_at
     ) AS e
     WHERE mc.uniacid = :uniacid
       AND mc.uid = :member_id
@@ -49,8 +46,31 @@ page AS (
 ),
 counted AS (
     SELECT count(*) AS total FROM matching WHERE NOT :near_only::boolean OR near
+),
+horizon AS (
+    SELECT min(v.t) AS valid_until
+    FROM setting AS s
+    CROSS JOIN yz_member_coupon AS mc
+    JOIN yz_coupon AS c ON c.id = mc.coupon_id AND c.uniacid = mc.uniacid
+    CROSS JOIN LATERAL (
+        SELECT coupon_end_at(c.time_limit, c.time_days, c.time_end, mc.get_time, :tz::text) AS end_at
+    ) AS e
+    CROSS JOIN LATERAL (VALUES
+        -- expired once now > end: from the next whole second
+        (floor(extract(epoch FROM e.end_at))::bigint + 1),
+        -- near once end <= now + window: from the first whole second at or after end - window
+        (ceil(extract(epoch FROM e.end_at
+                      - s.near_expiration_days * interval '86400 seconds'))::bigint)
+    ) AS v(t)
+    WHERE mc.uniacid = :uniacid
+      AND mc.uid = :member_id
+      AND mc.is_member_deleted = 0
+      AND mc.used = 0
+      AND e.end_at IS NOT NULL
+      AND v.t > extract(epoch FROM :now::timestamptz)
 )
 SELECT s.coupon_transfer, s.store_plugin, s.hotel_plugin, s.member_uniacid, counted.total,
+       horizon.valid_until,
        mc.id, mc.coupon_id, mc.used, mc.use_time, mc.get_time, p.end_at, p.near,
        c.name, c.coupon_method, c.deduct, c.discount, c.enough, c.use_type,
        c.category_ids, c.categorynames, c.goods_ids, c.goods_names, c.storenames,
@@ -79,6 +99,7 @@ SELECT s.coupon_transfer, s.store_plugin, s.hotel_plugin, s.member_uniacid, coun
        END AS condition_goods_titles
 FROM setting AS s
 CROSS JOIN counted
+CROSS JOIN horizon
 LEFT JOIN page AS p ON true
 LEFT JOIN yz_member_coupon AS mc ON mc.id = p.id
 LEFT JOIN yz_coupon AS c ON c.id = mc.coupon_id
@@ -87,3 +108,20 @@ ORDER BY p.get_time DESC, p.id DESC;
 -- name: ping()$
 -- Readiness: the database answers a trivial statement.
 SELECT 1;
+
+-- name: coupon_holders(coupon_id, max_members)
+-- The members holding a coupon (yz_member_coupon_coupon_idx), at most :max_members of them: the
+-- listener invalidates their pages when the coupon's definition changes.
+SELECT DISTINCT uid FROM yz_member_coupon WHERE coupon_id = :coupon_id LIMIT :max_members;
+
+-- name: use_member_coupon(id, now)^
+-- Mark one coupon used, exactly once: concurrent callers queue on the row lock, and every one
+-- after the first re-checks `used = 0` against the committed row and updates nothing.
+UPDATE yz_member_coupon
+SET used = 1, use_time = :now, updated_at = :now
+WHERE id = :id AND used = 0 AND is_member_deleted = 0
+RETURNING id, uniacid, uid, use_time;
+
+-- name: member_coupon_state(id)^
+-- Why a use was refused: absent, deleted by the member, or already used.
+SELECT id, uniacid, uid, used, is_member_deleted, use_time FROM yz_member_coupon WHERE id = :id;

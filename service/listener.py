@@ -1,0 +1,136 @@
+"""The LISTEN side of invalidation: one dedicated connection per process, never from the pool.
+
+NOTIFY has no replay: whatever was written while this connection was down (or could not be
+proven alive) is unknown, so every (re)connect is followed by a full flush before the cache is
+trusted again, and LISTEN is issued before that flush so nothing falls between the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import asyncpg
+
+from service.pages import CouponPages
+from service.queries import QUERIES
+from service.repository import CouponRepository
+
+log = logging.getLogger("service.listener")
+
+CHANNEL = "coupons_invalidate"
+
+
+class InvalidationListener:
+    def __init__(self, dsn: str, pages: CouponPages, repository: CouponRepository, *,
+                 heartbeat: float, holders_max: int) -> None:
+        self.dsn = dsn
+        self.pages = pages
+        self.repository = repository
+        self.heartbeat = heartbeat
+        self.holders_max = holders_max
+        self.queue: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
+        self.connection: asyncpg.Connection | None = None
+        self.applied = 0
+        self._progress = asyncio.Condition()
+        self._synced: list[str] = []
+        # Seconds from notification receipt to its Redis invalidation done (for the README).
+        self.latencies: list[float] = []
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self.queue.put_nowait((payload, time.perf_counter()))
+
+    async def run(self) -> None:
+        """Connect, listen, flush, then prove the connection alive every heartbeat; forever."""
+        consumer = asyncio.create_task(self._consume(), name="invalidation-consumer")
+        backoff = 0.05
+        try:
+            while True:
+                conn: asyncpg.Connection | None = None
+                lost = asyncio.Event()
+                try:
+                    conn = await asyncpg.connect(self.dsn, timeout=self.heartbeat * 5)
+                    conn.add_termination_listener(lambda _c: lost.set())
+                    await conn.add_listener(CHANNEL, self._on_notify)
+                    self.connection = conn
+                    self.pages.trust.listener_ready = True
+                    await self.pages.flush_all()
+                    backoff = 0.05
+                    while not lost.is_set():
+                        try:
+                            await asyncio.wait_for(lost.wait(), self.heartbeat)
+                        except TimeoutError:
+                            pass
+                        if lost.is_set():
+                            break
+                        async with asyncio.timeout(self.heartbeat):
+                            await QUERIES.ping(conn)
+                        if self.pages.trust.flush_pending:
+                            await self.pages.flush_all()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("LISTEN connection lost or unconfirmed: %s", type(exc).__name__)
+                finally:
+                    self.pages.trust.listener_ready = False
+                    self.pages.trust.lost("LISTEN connection down")
+                    self.connection = None
+                    if conn is not None:
+                        conn.terminate()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+        finally:
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
+
+    async def _consume(self) -> None:
+        while True:
+            payload, received = await self.queue.get()
+            try:
+                await self.apply(payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("invalidation %r failed", payload)
+                self.pages.trust.lost(f"invalidation {payload!r} failed")
+            else:
+                self.latencies.append(time.perf_counter() - received)
+                del self.latencies[:-10_000]
+            async with self._progress:
+                self.applied += 1
+                self._progress.notify_all()
+
+    async def wait_applied(self, count: int) -> None:
+        """Until `count` notifications have been handled (tests and benchmarks wait on it)."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.applied >= count)
+
+    async def wait_synced(self, token: str) -> None:
+        """Until the barrier `NOTIFY coupons_invalidate, 'sync:<token>'` has been handled: every
+        notification committed before it has then been applied (one connection delivers them
+        in commit order, and they are applied in order)."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: token in self._synced)
+
+    async def apply(self, payload: str) -> None:
+        kind, _, rest = payload.partition(":")
+        if kind == "m":
+            uniacid, uid = (int(x) for x in rest.split(":"))
+            await self.pages.invalidate_members(uniacid, [uid])
+        elif kind == "t":
+            await self.pages.invalidate_tenant(int(rest))
+        elif kind == "c":
+            uniacid, coupon_id = (int(x) for x in rest.split(":"))
+            holders = await self.repository.coupon_holders(coupon_id, self.holders_max + 1)
+            if len(holders) > self.holders_max:
+                await self.pages.invalidate_tenant(uniacid)
+            else:
+                await self.pages.invalidate_members(uniacid, holders)
+        elif kind == "*":
+            await self.pages.flush_all()
+        elif kind == "sync":
+            self._synced.append(rest)
+            del self._synced[:-100]
+        else:
+            log.warning("unknown invalidation payload %r", payload)

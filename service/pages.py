@@ -1,0 +1,251 @@
+"""Pages of the coupons tab: cache first, one database round trip on a miss, single flight.
+
+Trust: the cache is served only while this process's LISTEN connection is confirmed alive and
+no invalidation may have been lost (a Redis failure during one, a reconnect). Until a full flush
+has succeeded again, every request goes to PostgreSQL and nothing is filled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from service import domain
+from service.cache import CachedPage, CacheUnavailable, PageCache
+from service.errors import ApiError
+from service.repository import CouponPage, CouponRepository, PageQuery
+
+log = logging.getLogger("service.pages")
+
+# A cross-process lease holder usually fills within a query's time; poll a few times, then read
+# the database anyway (a lease is an optimisation, never a wait on a dead peer).
+LEASE_POLLS = (0.005, 0.01, 0.02, 0.04)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PageResult:
+    body: bytes
+    etag: str
+    outcome: str  # hit | miss | coalesced | bypass
+
+
+class LeaderGone(Exception):
+    """The request doing a lookup for others was cancelled: the others look it up again."""
+
+
+class CacheTrust:
+    """Whether the cache may be used now; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.listener_ready = False
+        self.flush_pending = True
+        self.losses = 0
+        self.ready = asyncio.Event()
+
+    @property
+    def usable(self) -> bool:
+        return self.listener_ready and not self.flush_pending
+
+    def lost(self, reason: str) -> None:
+        if not self.flush_pending:
+            log.warning("cache untrusted until the next full flush: %s", reason)
+        self.flush_pending = True
+        self.losses += 1
+        self.ready.clear()
+
+    def flushed(self, losses_before: int) -> None:
+        # A loss while the flush was scanning may concern a key the scan had already passed.
+        if self.losses != losses_before:
+            return
+        self.flush_pending = False
+        if self.listener_ready:
+            self.ready.set()
+
+
+def render_body(page: CouponPage, query: PageQuery, shape: str, tz: ZoneInfo) -> bytes:
+    items = [domain.render_coupon(row, tz, page.store_plugin) for row in page.rows]
+    last = domain.last_page(page.total, query.pagesize)
+    data: dict[str, Any] = {"set": {"transfer": page.coupon_transfer}}
+    if shape == "paginator":
+        offset = (query.page - 1) * query.pagesize
+        data["data"] = {
+            "current_page": query.page,
+            "data": items,
+            "per_page": query.pagesize,
+            "total": page.total,
+            "last_page": last,
+            "from": offset + 1 if items else None,
+            "to": offset + len(items) if items else None,
+        }
+        data["search_array"] = domain.search_array(query.status)
+    else:
+        data["data"] = items
+        data["search_array"] = domain.search_array(query.status)
+        data.update(current_page=query.page, per_page=query.pagesize, total=page.total,
+                    last_page=last)
+    return orjson.dumps({"result": 1, "msg": "", "data": data})
+
+
+def etag_of(body: bytes) -> str:
+    return hashlib.blake2b(body, digest_size=8).hexdigest()
+
+
+def check_member(page: CouponPage, uniacid: int) -> None:
+    if page.member_uniacid is None:
+        raise ApiError(404, "会员不存在", {"member_id": ["会员不存在"]})
+    if page.member_uniacid != uniacid:
+        msg = "该会员不属于当前商户"
+        raise ApiError(403, msg, {"member_id": [msg]})
+
+
+class CouponPages:
+    def __init__(self, repository: CouponRepository, cache: PageCache, trust: CacheTrust, *,
+                 shape: str, tz: ZoneInfo, ttl_seconds: int) -> None:
+        self.repository = repository
+        self.cache = cache
+        self.trust = trust
+        self.shape = shape
+        self.tz = tz
+        self.ttl = ttl_seconds
+        self._inflight: dict[tuple[int, int], dict[str, asyncio.Future[PageResult]]] = {}
+        self.stats = {"hit": 0, "miss": 0, "coalesced": 0, "bypass": 0, "stale_fill_refused": 0,
+                      "fills": 0}
+
+    def field(self, query: PageQuery) -> str:
+        return (f"{query.status}:{query.coupon_type}:{query.page}:{query.pagesize}:"
+                f"{self.shape}")
+
+    async def get(self, query: PageQuery, now: dt.datetime) -> PageResult:
+        if not self.trust.usable:
+            return await self._from_database(query, now, outcome="bypass")
+        member = (query.uniacid, query.member_id)
+        field = self.field(query)
+        fields = self._inflight.setdefault(member, {})
+        leader = fields.get(field)
+        if leader is not None:
+            # Someone is already looking this page up: wait for their answer (one Redis read,
+            # at most one query, for any burst on a cold page).
+            self.stats["coalesced"] += 1
+            try:
+                result = await asyncio.shield(leader)
+            except LeaderGone:
+                return await self.get(query, now)
+            return dataclasses.replace(result, outcome="coalesced")
+        leader = asyncio.get_running_loop().create_future()
+        fields[field] = leader
+        try:
+            result = await self._lookup(query, member, field, now)
+        except asyncio.CancelledError:
+            leader.set_exception(LeaderGone())
+            raise
+        except BaseException as exc:
+            leader.set_exception(exc)
+            raise
+        else:
+            leader.set_result(result)
+            return result
+        finally:
+            if fields.get(field) is leader:
+                del fields[field]
+                if not fields and self._inflight.get(member) is fields:
+                    del self._inflight[member]
+            leader.exception()  # mark retrieved: there may be no waiters
+
+    async def _lookup(self, query: PageQuery, member: tuple[int, int], field: str,
+                      now: dt.datetime) -> PageResult:
+        try:
+            cached = await self.cache.get(*member, field)
+        except CacheUnavailable:
+            # A failed read loses no invalidation: answer from PostgreSQL, keep trusting.
+            return await self._from_database(query, now, outcome="bypass")
+        if cached is not None and int(now.timestamp()) < cached.valid_until:
+            self.stats["hit"] += 1
+            return PageResult(cached.body, cached.etag, "hit")
+        self.stats["miss"] += 1
+        # Shielded task: a client that disconnects must not abort a fill half-way.
+        task = asyncio.get_running_loop().create_task(self._load_and_fill(query, field, now))
+        return await asyncio.shield(task)
+
+    async def _from_database(self, query: PageQuery, now: dt.datetime,
+                             outcome: str) -> PageResult:
+        page = await self.repository.page(query, now)
+        check_member(page, query.uniacid)
+        body = render_body(page, query, self.shape, self.tz)
+        if outcome == "bypass":
+            self.stats["bypass"] += 1
+        return PageResult(body, etag_of(body), outcome)
+
+    async def _load_and_fill(self, query: PageQuery, field: str, now: dt.datetime) -> PageResult:
+        member = (query.uniacid, query.member_id)
+        try:
+            prepared = await self.cache.prepare(*member, field)
+        except CacheUnavailable:
+            return await self._from_database(query, now, outcome="miss")
+        if not prepared.lease:
+            for delay in LEASE_POLLS:
+                await asyncio.sleep(delay)
+                try:
+                    cached = await self.cache.get(*member, field)
+                except CacheUnavailable:
+                    break
+                if cached is not None and int(now.timestamp()) < cached.valid_until:
+                    return PageResult(cached.body, cached.etag, "coalesced")
+        page = await self.repository.page(query, now)
+        check_member(page, query.uniacid)
+        body = render_body(page, query, self.shape, self.tz)
+        etag = etag_of(body)
+        now_s = int(now.timestamp())
+        valid_until = now_s + self.ttl
+        if page.valid_until is not None:
+            valid_until = min(valid_until, page.valid_until)
+        if valid_until > now_s and self.trust.usable:
+            try:
+                # Whether a timed-out fill landed or not, the stamp check made it safe.
+                stored = await self.cache.fill(*member, field, prepared,
+                                               CachedPage(valid_until, etag, body))
+            except CacheUnavailable:
+                pass
+            else:
+                self.stats["fills" if stored else "stale_fill_refused"] += 1
+        return PageResult(body, etag, "miss")
+
+    # Invalidation: local in-flight loads first (new requests must not join a load that read
+    # the database before the write), then Redis. Any failure: the cache is untrusted until a
+    # full flush succeeds.
+    def _drop_inflight(self, uniacid: int, uids: list[int] | None) -> None:
+        for key in list(self._inflight):
+            if key[0] == uniacid and (uids is None or key[1] in uids):
+                del self._inflight[key]
+
+    async def invalidate_members(self, uniacid: int, uids: list[int]) -> None:
+        self._drop_inflight(uniacid, set(uids))
+        try:
+            await self.cache.invalidate_members(uniacid, uids)
+        except CacheUnavailable:
+            self.trust.lost(f"invalidation of {len(uids)} member(s) of tenant {uniacid} failed")
+
+    async def invalidate_tenant(self, uniacid: int) -> None:
+        self._drop_inflight(uniacid, None)
+        try:
+            await self.cache.invalidate_tenant(uniacid)
+        except CacheUnavailable:
+            self.trust.lost(f"invalidation of tenant {uniacid} failed")
+
+    async def flush_all(self) -> bool:
+        losses_before = self.trust.losses
+        self._inflight.clear()
+        try:
+            count = await self.cache.flush_all()
+        except CacheUnavailable:
+            self.trust.lost("flush failed")
+            return False
+        log.info("cache flushed: %d member hashes", count)
+        self.trust.flushed(losses_before)
+        return not self.trust.flush_pending
