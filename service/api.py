@@ -18,7 +18,9 @@ from service.keys import clock_key, pages_key, redis_key, repository_key, settin
 from service.repository import PageQuery, UseRefused
 from service.schemas import COUPONS_SCHEMA, MALL_ROUTER_SCHEMA, first_message
 
-ROUTE_NAME = "plugin.wechat-chat-sidebar.frontend.controller.customer.customer.couponsOfMemberByStatusV2"
+ROUTE_NAME = (
+    "plugin.wechat-chat-sidebar.frontend.controller.customer.customer.couponsOfMemberByStatusV2"
+)
 PATH_PLUGIN = "/" + ROUTE_NAME
 PATH_MALL_ROUTER = "/addons/yun_shop/api.php"
 PATH_SHORT = "/api/v2/coupons"

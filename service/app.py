@@ -13,9 +13,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from service.api import setup_routes
+from service.cache import CircuitBreaker, PageCache
 from service.clock import Clock, SystemClock
 from service.errors import error_middleware
-from service.cache import CircuitBreaker, PageCache
 from service.keys import (
     clock_key,
     db_pool_key,

@@ -73,8 +73,8 @@ def authenticate(request: web.Request, secret: str, leeway: int, now: int) -> Pr
 def authenticate_service(request: web.Request, token: str) -> None:
     """The mall's own service token for /internal/*: a fixed secret, distinct from staff JWTs."""
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(),
-                                                             token.encode()):
+    if (not token or scheme.lower() != "bearer"
+            or not hmac.compare_digest(presented.strip().encode(), token.encode())):
         raise _unauthorized("服务令牌无效")
 
 

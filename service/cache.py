@@ -3,8 +3,9 @@
 Layout (README "The cache"): one hash per member, `<prefix>:{<uniacid>:<uid>}`, whose fields are
 the member's cached pages (`<status>:<coupon_type>:<page>:<pagesize>:<shape>`) plus `gen`, a stamp
 that every invalidation replaces with a fresh random value. A page value is
-`<valid_until: 10 digits><etag: 16 hex><body>`: `valid_until` is the unix second from which the
-page is no longer true by the clock alone, checked on every hit against the app's clock.
+`<valid_from: 10 digits><valid_until: 10 digits><etag: 16 hex><body>`: the page is true by the
+clock alone from the second it was read (`valid_from`) until `valid_until` (excluded), checked on
+every hit against the app's clock (a clock stepped back does not see a page from its future).
 The braces are a Redis Cluster hash tag: a member's keys and scripts share one slot.
 `<prefix>:tm:{<uniacid>}` is the set of members that filled pages of a tenant, for tenant-wide
 invalidation.
@@ -28,7 +29,7 @@ log = logging.getLogger("service.cache")
 
 T = TypeVar("T")
 LUA_DIR = Path(__file__).resolve().parent / "lua"
-HEADER = 26  # 10 digits of valid_until + 16 hex of etag
+HEADER = 36  # 10 digits of valid_from, 10 of valid_until, 16 hex of etag
 
 
 def new_stamp() -> str:
@@ -37,16 +38,20 @@ def new_stamp() -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CachedPage:
+    valid_from: int
     valid_until: int
     etag: str
     body: bytes
 
     def encode(self) -> bytes:
-        return b"%010d" % self.valid_until + self.etag.encode() + self.body
+        return b"%010d%010d" % (self.valid_from, self.valid_until) + self.etag.encode() + self.body
 
     @classmethod
     def decode(cls, raw: bytes) -> CachedPage:
-        return cls(int(raw[:10]), raw[10:HEADER].decode(), raw[HEADER:])
+        return cls(int(raw[:10]), int(raw[10:20]), raw[20:HEADER].decode(), raw[HEADER:])
+
+    def fresh_at(self, now: int) -> bool:
+        return self.valid_from <= now < self.valid_until
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -127,13 +132,13 @@ class PageCache:
         return f"{self.prefix}:tm:{{{uniacid}}}"
 
     # Guarded calls ---------------------------------------------------------------------------
-    async def _call(self, make: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
+    async def _call(self, make: Callable[[], Awaitable[T]], budget: float | None = None) -> T:
         if not self.breaker.allow():
             raise CacheUnavailable("circuit open")
         try:
             # A timeout cancels the command inside redis-py, which then drops that connection
             # instead of reusing it one reply behind.
-            async with asyncio.timeout(timeout or self.timeout):
+            async with asyncio.timeout(budget or self.timeout):
                 result = await make()
         except (RedisError, OSError, TimeoutError) as exc:
             self.breaker.failure()
@@ -189,11 +194,11 @@ class PageCache:
                                                args=[new_stamp(), self.ttl_ms], client=pipe)
                     await pipe.execute()
 
-            await self._call(run, timeout=max(self.timeout, 1.0))
+            await self._call(run, budget=max(self.timeout, 1.0))
 
     async def invalidate_tenant(self, uniacid: int) -> int:
         members = await self._call(lambda: self.client.smembers(self.tenant_key(uniacid)),
-                                   timeout=max(self.timeout, 1.0))
+                                   budget=max(self.timeout, 1.0))
         uids = [int(m) for m in members]
         await self.invalidate_members(uniacid, uids)
         return len(uids)
@@ -206,7 +211,7 @@ class PageCache:
         while True:
             cursor, keys = await self._call(
                 lambda cursor=cursor: self.client.scan(cursor, match=pattern, count=1000),
-                timeout=max(self.timeout, 1.0),
+                budget=max(self.timeout, 1.0),
             )
             if keys:
                 async def run(keys: list[bytes] = keys) -> None:
@@ -216,7 +221,7 @@ class PageCache:
                                                    client=pipe)
                         await pipe.execute()
 
-                await self._call(run, timeout=max(self.timeout, 1.0))
+                await self._call(run, budget=max(self.timeout, 1.0))
                 count += len(keys)
             if cursor == 0:
                 return count

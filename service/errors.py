@@ -19,7 +19,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class ApiError(Exception):
-    """A failure the caller caused or may retry: answered with the envelope, never logged as a bug."""
+    """A failure the caller caused or may retry: the envelope, never logged as a bug."""
 
     def __init__(
         self,
@@ -37,7 +37,8 @@ class ApiError(Exception):
 
 def envelope(status: int, msg: str, errors: Mapping[str, Sequence[str]] | None = None,
              headers: Mapping[str, str] | None = None) -> web.Response:
-    body = {"result": 0, "msg": msg, "data": {"errors": {k: list(v) for k, v in (errors or {}).items()}}}
+    fields = {k: list(v) for k, v in (errors or {}).items()}
+    body = {"result": 0, "msg": msg, "data": {"errors": fields}}
     return web.Response(
         status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
     )

@@ -9,9 +9,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from service.clock import Clock
-    from service.repository import CouponRepository
-    from service.settings import Settings
+    pass
 
 settings_key = web.AppKey("settings_key", "Settings")
 clock_key = web.AppKey("clock_key", "Clock")

@@ -33,6 +33,7 @@ class InvalidationListener:
         self.queue: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
         self.connection: asyncpg.Connection | None = None
         self.applied = 0
+        self.connects = 0  # successful connect + LISTEN + flush rounds
         self._progress = asyncio.Condition()
         self._synced: list[str] = []
         # Seconds from notification receipt to its Redis invalidation done (for the README).
@@ -51,11 +52,14 @@ class InvalidationListener:
                 lost = asyncio.Event()
                 try:
                     conn = await asyncpg.connect(self.dsn, timeout=self.heartbeat * 5)
-                    conn.add_termination_listener(lambda _c: lost.set())
+                    conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                     await conn.add_listener(CHANNEL, self._on_notify)
                     self.connection = conn
                     self.pages.trust.listener_ready = True
                     await self.pages.flush_all()
+                    async with self._progress:
+                        self.connects += 1
+                        self._progress.notify_all()
                     backoff = 0.05
                     while not lost.is_set():
                         try:
@@ -105,6 +109,11 @@ class InvalidationListener:
         """Until `count` notifications have been handled (tests and benchmarks wait on it)."""
         async with self._progress:
             await self._progress.wait_for(lambda: self.applied >= count)
+
+    async def wait_connects(self, count: int) -> None:
+        """Until the listener has (re)connected and flushed `count` times in all."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.connects >= count)
 
     async def wait_synced(self, token: str) -> None:
         """Until the barrier `NOTIFY coupons_invalidate, 'sync:<token>'` has been handled: every

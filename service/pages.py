@@ -165,7 +165,7 @@ class CouponPages:
         except CacheUnavailable:
             # A failed read loses no invalidation: answer from PostgreSQL, keep trusting.
             return await self._from_database(query, now, outcome="bypass")
-        if cached is not None and int(now.timestamp()) < cached.valid_until:
+        if cached is not None and cached.fresh_at(int(now.timestamp())):
             self.stats["hit"] += 1
             return PageResult(cached.body, cached.etag, "hit")
         self.stats["miss"] += 1
@@ -195,7 +195,7 @@ class CouponPages:
                     cached = await self.cache.get(*member, field)
                 except CacheUnavailable:
                     break
-                if cached is not None and int(now.timestamp()) < cached.valid_until:
+                if cached is not None and cached.fresh_at(int(now.timestamp())):
                     return PageResult(cached.body, cached.etag, "coalesced")
         page = await self.repository.page(query, now)
         check_member(page, query.uniacid)
@@ -209,7 +209,7 @@ class CouponPages:
             try:
                 # Whether a timed-out fill landed or not, the stamp check made it safe.
                 stored = await self.cache.fill(*member, field, prepared,
-                                               CachedPage(valid_until, etag, body))
+                                               CachedPage(now_s, valid_until, etag, body))
             except CacheUnavailable:
                 pass
             else:

@@ -32,6 +32,7 @@ from service.settings import Settings, load_settings
 
 FIXTURES = aiosql.from_path(Path(__file__).parent / "sql" / "fixtures.sql", "asyncpg")
 SECRET = "test-secret-0123456789abcdef0123456789abcdef"
+SERVICE_TOKEN = "test-service-token-0123456789abcdef0123456789"
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 # A fixed "now" for most tests: 2026-06-15 10:00:00 in Shanghai.
 NOW = dt.datetime(2026, 6, 15, 10, 0, 0, tzinfo=SHANGHAI)
@@ -82,6 +83,7 @@ def settings(database_url: str, redis_url: str) -> Settings:
         database_url=database_url,
         redis_url=redis_url,
         auth_jwt_secret=SECRET,
+        internal_service_token=SERVICE_TOKEN,
         db_pool_min_size=1,
         db_pool_max_size=4,
     )

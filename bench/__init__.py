@@ -1,0 +1,1 @@
+"""Benchmarks and measurements (not tests): they print figures, they assert nothing about speed."""
