@@ -44,7 +44,7 @@ def row(name: str, values: list[float]) -> dict:
 
 
 async def measure(settings, writes: int, requests: int) -> list[dict]:
-    await migrate(settings.database_url)
+    await migrate(settings.database_url, display_tz=settings.display_tz)
     await load_demo_data(settings.database_url)
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None)

@@ -26,6 +26,7 @@ from service.keys import (
     settings_key,
 )
 from service.listener import InvalidationListener
+from service.localcache import LocalCache
 from service.pages import CacheTrust, CouponPages
 from service.repository import CouponRepository, keep_session, warm_connection
 from service.settings import Settings
@@ -43,7 +44,15 @@ def setup_database(app: web.Application) -> None:
             reset=keep_session,
         )
         app[db_pool_key] = pool
-        app[repository_key] = CouponRepository(pool, settings.display_tz)
+        repository = CouponRepository(pool, settings.total_cap)
+        app[repository_key] = repository
+        # Coupon ends are stored, computed in the zone `migrate` recorded: serving with another
+        # DISPLAY_TZ would put coupons in the wrong tab around midnight.
+        stored_tz = await repository.display_tz()
+        if stored_tz != settings.display_tz:
+            await pool.close()
+            raise RuntimeError(f"DISPLAY_TZ is {settings.display_tz} but the database's coupon "
+                               f"ends are in {stored_tz}: run `python -m service migrate`")
         try:
             yield
         finally:
@@ -90,9 +99,11 @@ def setup_pages(app: web.Application) -> None:
             breaker=CircuitBreaker(settings.redis_breaker_failures,
                                    settings.redis_breaker_reset_seconds),
         )
-        pages = CouponPages(app[repository_key], cache, CacheTrust(),
-                            shape=settings.response_shape, tz=settings.tz,
-                            ttl_seconds=settings.cache_ttl_seconds)
+        local = (LocalCache(settings.local_cache_max_bytes, settings.local_cache_ttl_seconds)
+                 if settings.local_cache_enabled else None)
+        pages = CouponPages(app[repository_key], cache if settings.cache_enabled else None,
+                            CacheTrust(), shape=settings.response_shape, tz=settings.tz,
+                            ttl_seconds=settings.cache_ttl_seconds, local=local)
         app[pages_key] = pages
         listener = InvalidationListener(
             settings.database_url, pages, app[repository_key],

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with resolved(settings) as live:
         if args.command in ("migrate", "dev"):
-            applied = asyncio.run(migrate(live.database_url))
+            applied = asyncio.run(migrate(live.database_url, display_tz=live.display_tz))
             log.info("migrations applied: %s", applied or "none pending")
         if args.command in ("demo-data", "dev"):
             asyncio.run(load_demo_data(live.database_url))

@@ -47,8 +47,10 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return [Migration(version=p.stem, path=p) for p in found]
 
 
-async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply every pending migration in order; returns the versions applied by this call."""
+async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR,
+                  display_tz: str = "Asia/Shanghai") -> list[str]:
+    """Apply every pending migration in order; returns the versions applied by this call.
+    Then make `display_tz` the zone of the stored coupon ends (recomputed if it changed)."""
     conn = await asyncpg.connect(dsn)
     applied_now: list[str] = []
     try:
@@ -73,6 +75,11 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
                     )
                 log.info("applied migration %s", migration.version)
                 applied_now.append(migration.version)
+            if directory == MIGRATIONS_DIR:
+                async with conn.transaction():
+                    if await QUERIES.set_display_tz(conn, tz=display_tz):
+                        await QUERIES.recompute_ends(conn)
+                        log.info("display zone is now %s: coupon ends recomputed", display_tz)
         finally:
             await QUERIES.migrations_unlock(conn, key=LOCK_KEY)
     finally:

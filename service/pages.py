@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,6 +21,7 @@ import orjson
 from service import domain
 from service.cache import CachedPage, CacheUnavailable, PageCache
 from service.errors import ApiError
+from service.localcache import LocalCache
 from service.repository import CouponPage, CouponRepository, PageQuery
 
 log = logging.getLogger("service.pages")
@@ -33,7 +35,7 @@ LEASE_POLLS = (0.005, 0.01, 0.02, 0.04)
 class PageResult:
     body: bytes
     etag: str
-    outcome: str  # hit | miss | coalesced | bypass
+    outcome: str  # local | hit | miss | coalesced | bypass
 
 
 class LeaderGone(Exception):
@@ -48,6 +50,7 @@ class CacheTrust:
         self.flush_pending = True
         self.losses = 0
         self.ready = asyncio.Event()
+        self.on_lost: list[Callable[[], None]] = []
 
     @property
     def usable(self) -> bool:
@@ -59,6 +62,8 @@ class CacheTrust:
         self.flush_pending = True
         self.losses += 1
         self.ready.clear()
+        for hook in self.on_lost:
+            hook()
 
     def flushed(self, losses_before: int) -> None:
         # A loss while the flush was scanning may concern a key the scan had already passed.
@@ -106,27 +111,40 @@ def check_member(page: CouponPage, uniacid: int) -> None:
 
 
 class CouponPages:
-    def __init__(self, repository: CouponRepository, cache: PageCache, trust: CacheTrust, *,
-                 shape: str, tz: ZoneInfo, ttl_seconds: int) -> None:
+    """`cache` None: every page from PostgreSQL (CACHE_ENABLED=false). `local` None: no
+    process-local layer (LOCAL_CACHE_ENABLED=false)."""
+
+    def __init__(self, repository: CouponRepository, cache: PageCache | None, trust: CacheTrust,
+                 *, shape: str, tz: ZoneInfo, ttl_seconds: int,
+                 local: LocalCache | None = None) -> None:
         self.repository = repository
         self.cache = cache
+        self.local = local
         self.trust = trust
+        if local is not None:
+            trust.on_lost.append(local.clear)
         self.shape = shape
         self.tz = tz
         self.ttl = ttl_seconds
         self._inflight: dict[tuple[int, int], dict[str, asyncio.Future[PageResult]]] = {}
-        self.stats = {"hit": 0, "miss": 0, "coalesced": 0, "bypass": 0, "stale_fill_refused": 0,
-                      "fills": 0}
+        self.stats = {"local": 0, "hit": 0, "miss": 0, "coalesced": 0, "bypass": 0,
+                      "stale_fill_refused": 0, "fills": 0}
 
     def field(self, query: PageQuery) -> str:
         return (f"{query.status}:{query.coupon_type}:{query.page}:{query.pagesize}:"
                 f"{self.shape}")
 
     async def get(self, query: PageQuery, now: dt.datetime) -> PageResult:
-        if not self.trust.usable:
+        if self.cache is None or not self.trust.usable:
             return await self._from_database(query, now, outcome="bypass")
         member = (query.uniacid, query.member_id)
         field = self.field(query)
+        local = self.local
+        if local is not None:
+            cached = local.get((query.uniacid, query.member_id, field), int(now.timestamp()))
+            if cached is not None:
+                self.stats["local"] += 1
+                return PageResult(cached.body, cached.etag, "local")
         fields = self._inflight.setdefault(member, {})
         leader = fields.get(field)
         if leader is not None:
@@ -160,6 +178,8 @@ class CouponPages:
 
     async def _lookup(self, query: PageQuery, member: tuple[int, int], field: str,
                       now: dt.datetime) -> PageResult:
+        # Before any read: an invalidation after this point refuses the local fill.
+        stamp = self.local.stamp() if self.local is not None else 0
         try:
             cached = await self.cache.get(*member, field)
         except CacheUnavailable:
@@ -167,10 +187,13 @@ class CouponPages:
             return await self._from_database(query, now, outcome="bypass")
         if cached is not None and cached.fresh_at(int(now.timestamp())):
             self.stats["hit"] += 1
+            if self.local is not None:
+                self.local.put((*member, field), cached, stamp)
             return PageResult(cached.body, cached.etag, "hit")
         self.stats["miss"] += 1
         # Shielded task: a client that disconnects must not abort a fill half-way.
-        task = asyncio.get_running_loop().create_task(self._load_and_fill(query, field, now))
+        task = asyncio.get_running_loop().create_task(
+            self._load_and_fill(query, field, now, stamp))
         return await asyncio.shield(task)
 
     async def _from_database(self, query: PageQuery, now: dt.datetime,
@@ -182,7 +205,8 @@ class CouponPages:
             self.stats["bypass"] += 1
         return PageResult(body, etag_of(body), outcome)
 
-    async def _load_and_fill(self, query: PageQuery, field: str, now: dt.datetime) -> PageResult:
+    async def _load_and_fill(self, query: PageQuery, field: str, now: dt.datetime,
+                             stamp: int) -> PageResult:
         member = (query.uniacid, query.member_id)
         try:
             prepared = await self.cache.prepare(*member, field)
@@ -206,14 +230,16 @@ class CouponPages:
         if page.valid_until is not None:
             valid_until = min(valid_until, page.valid_until)
         if valid_until > now_s and self.trust.usable:
+            page_copy = CachedPage(now_s, valid_until, etag, body)
             try:
                 # Whether a timed-out fill landed or not, the stamp check made it safe.
-                stored = await self.cache.fill(*member, field, prepared,
-                                               CachedPage(now_s, valid_until, etag, body))
+                stored = await self.cache.fill(*member, field, prepared, page_copy)
             except CacheUnavailable:
-                pass
+                stored = False
             else:
                 self.stats["fills" if stored else "stale_fill_refused"] += 1
+            if stored and self.local is not None:
+                self.local.put((*member, field), page_copy, stamp)
         return PageResult(body, etag, "miss")
 
     # Invalidation: local in-flight loads first (new requests must not join a load that read
@@ -226,6 +252,11 @@ class CouponPages:
 
     async def invalidate_members(self, uniacid: int, uids: list[int]) -> None:
         self._drop_inflight(uniacid, set(uids))
+        if self.local is not None:
+            for uid in uids:
+                self.local.invalidate_member(uniacid, uid)
+        if self.cache is None:
+            return
         try:
             await self.cache.invalidate_members(uniacid, uids)
         except CacheUnavailable:
@@ -233,6 +264,10 @@ class CouponPages:
 
     async def invalidate_tenant(self, uniacid: int) -> None:
         self._drop_inflight(uniacid, None)
+        if self.local is not None:
+            self.local.invalidate_tenant(uniacid)
+        if self.cache is None:
+            return
         try:
             await self.cache.invalidate_tenant(uniacid)
         except CacheUnavailable:
@@ -241,6 +276,11 @@ class CouponPages:
     async def flush_all(self) -> bool:
         losses_before = self.trust.losses
         self._inflight.clear()
+        if self.local is not None:
+            self.local.clear()
+        if self.cache is None:
+            self.trust.flushed(losses_before)
+            return True
         try:
             count = await self.cache.flush_all()
         except CacheUnavailable:

@@ -71,7 +71,7 @@ async def warm_connection(conn: asyncpg.Connection) -> None:
     now = dt.datetime.now(dt.UTC)
     async for _ in QUERIES.coupon_page(conn, uniacid=0, member_id=0, status=1, use_types=None,
                                        coupon_methods=None, near_only=False, now=now,
-                                       tz="UTC", page_limit=1, page_offset=0):
+                                       page_limit=1, page_offset=0, total_cap=1):
         pass
 
 
@@ -82,9 +82,9 @@ async def keep_session(conn: asyncpg.Connection) -> None:
 
 
 class CouponRepository:
-    def __init__(self, pool: asyncpg.Pool, display_tz: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, total_cap: int) -> None:
         self._pool = pool
-        self._tz = display_tz
+        self._total_cap = total_cap
 
     async def page(self, query: PageQuery, now: dt.datetime) -> CouponPage:
         kind = TYPE_FILTERS[query.coupon_type]
@@ -98,9 +98,9 @@ class CouponRepository:
             ),
             "near_only": kind.near_only,
             "now": now,
-            "tz": self._tz,
             "page_limit": query.pagesize,
             "page_offset": (query.page - 1) * query.pagesize,
+            "total_cap": self._total_cap,
         }
         async with self._pool.acquire() as conn:
             rows = [row async for row in QUERIES.coupon_page(conn, **params)]
@@ -130,6 +130,10 @@ class CouponRepository:
         if state is None or state["is_member_deleted"]:
             raise UseRefused("not_found")
         raise UseRefused("already_used")
+
+    async def display_tz(self) -> str:
+        async with self._pool.acquire() as conn:
+            return await QUERIES.display_tz(conn)
 
     async def ping(self) -> None:
         async with self._pool.acquire() as conn:

@@ -49,6 +49,11 @@ class Settings:
     cache_lease_ms: int = 2000
     listener_heartbeat_seconds: float = 1.0
     coupon_holders_max: int = 10_000
+    total_cap: int = 5_000  # a tab's `total` is exact up to this many rows
+    cache_enabled: bool = True           # False: every page from PostgreSQL
+    local_cache_enabled: bool = True     # the process-local layer in front of Redis
+    local_cache_max_bytes: int = 64 * 1024 * 1024
+    local_cache_ttl_seconds: float = 5.0
     # The mall's service token for /internal/* (never a staff token).
     internal_service_token: str = ""
 
@@ -85,8 +90,10 @@ class Settings:
                      "listener_heartbeat_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be positive")
+        if not 0 < self.local_cache_ttl_seconds <= self.cache_ttl_seconds:
+            raise SettingsError("LOCAL_CACHE_TTL_SECONDS must be positive and <= CACHE_TTL_SECONDS")
         for name in ("redis_max_connections", "redis_breaker_failures", "cache_lease_ms",
-                     "coupon_holders_max"):
+                     "coupon_holders_max", "local_cache_max_bytes", "total_cap"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be at least 1")
         if self.auth_jwt_leeway_seconds < 0:
@@ -123,9 +130,19 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
 def _coerce(name: str, kind: type, raw: Any) -> Any:
     if raw is None:
         return None
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+            return raw.strip().lower() in _TRUE
+        raise SettingsError(f"{name.upper()} must be true or false, got {raw!r}")
     try:
         if kind is int and not isinstance(raw, bool):
             # int(3.7) would silently truncate a typo in a toml file.
@@ -141,7 +158,7 @@ def _coerce(name: str, kind: type, raw: Any) -> Any:
     raise SettingsError(f"{name.upper()} must be a {kind.__name__}, got {raw!r}")
 
 
-_FIELD_TYPES = {"int": int, "float": float, "str": str, "str | None": str}
+_FIELD_TYPES = {"int": int, "float": float, "str": str, "str | None": str, "bool": bool}
 
 
 def load_settings(

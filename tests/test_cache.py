@@ -26,6 +26,12 @@ from tests.conftest import NOW, SERVICE_TOKEN, SHANGHAI, token_for
 from tests.helpers import PATH_SHORT, check_error, check_success, items_of
 
 
+@pytest.fixture
+def settings(settings):
+    """The Redis layer alone: the process-local layer has its own tests (test_localcache.py)."""
+    return dataclasses.replace(settings, local_cache_enabled=False)
+
+
 async def fetch(client, token: str, *, expected_status: int = 200,
                 headers: dict[str, str] | None = None, **params: Any) -> tuple[dict, Any]:
     """GET the short route; returns (json or {}, response headers)."""

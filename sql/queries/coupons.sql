@@ -1,73 +1,85 @@
--- name: coupon_page(uniacid, member_id, status, use_types, coupon_methods, near_only, now, tz, page_limit, page_offset)
--- One response in one round trip: the tenant's settings, where the member lives, the total of the
--- tab, the rows of the page with every name the items show, and `valid_until`: the first whole
--- second (unix) at which any of the member's unused coupons changes tab (its end passes) or
--- near-expiration flag (its end minus the tenant's window), i.e. when a cached copy of any of
--- the member's pages stops being true by the clock alone (NULL: never).
+-- name: coupon_page(uniacid, member_id, status, use_types, coupon_methods, near_only, now, page_limit, page_offset, total_cap)
+-- One response in one round trip: the tenant's settings, where the member lives, the tab's
+-- total (counted up to :total_cap rows, so a member holding 50,000 coupons costs no more than
+-- one holding :total_cap), the rows of the page with every name the items show, and
+-- `valid_until`: the first whole second (unix) at which any of the member's unused coupons
+-- changes tab (its end passes) or near-expiration flag (its end minus the tenant's window),
+-- i.e. when a cached copy of any of the member's pages stops being true by the clock alone
+-- (NULL: never). Ends are yz_member_coupon.end_at (0004_member_coupon_end_at.sql).
 -- The first row carries the header columns; when the page is empty it is the only row and its
 -- item columns are NULL. :status 1 unused, 2 expired, 3 used; :use_types / :coupon_methods NULL
--- mean "any". A coupon's end is coupon_end_at() (sql/migrations/0003_coupon_end_at.sql).
+-- mean "any". The page and the count walk yz_member_coupon_member_tab_idx in response order and
+-- stop at what they need.
 WITH setting AS (
     SELECT coalesce(ts.coupon_transfer, false)      AS coupon_transfer,
            coalesce(ts.store_plugin, true)          AS store_plugin,
            coalesce(ts.hotel_plugin, true)          AS hotel_plugin,
-           coalesce(ts.near_expiration_days, 3)     AS near_expiration_days,
+           coalesce(ts.near_expiration_days, 3) * interval '86400 seconds' AS near_window,
            (SELECT m.uniacid FROM yz_member AS m WHERE m.uid = :member_id) AS member_uniacid
     FROM (SELECT 1) AS one
     LEFT JOIN yz_tenant_setting AS ts ON ts.uniacid = :uniacid
 ),
-matching AS (
-    SELECT mc.id, mc.get_time, e.end_at,
-           (:status::int = 1 AND e.end_at IS NOT NULL
-            AND e.end_at <= :now::timestamptz
-                            + s.near_expiration_days * interval '86400 seconds') AS near
+page AS (
+    SELECT mc.id, mc.get_time, mc.end_at,
+           (:status::int = 1 AND mc.end_at <= :now::timestamptz + s.near_window) AS near
     FROM setting AS s
     CROSS JOIN yz_member_coupon AS mc
     JOIN yz_coupon AS c ON c.id = mc.coupon_id AND c.uniacid = mc.uniacid
-    CROSS JOIN LATERAL (
-        SELECT coupon_end_at(c.time_limit, c.time_days, c.time_end, mc.get_time, :tz::text) AS end_at
-    ) AS e
     WHERE mc.uniacid = :uniacid
       AND mc.uid = :member_id
       AND mc.is_member_deleted = 0
       AND mc.used = CASE WHEN :status::int = 3 THEN 1 ELSE 0 END
       AND (:status::int = 3
-           OR (:status::int = 1) = (e.end_at IS NULL OR e.end_at >= :now::timestamptz))
+           OR (:status::int = 1) = (mc.end_at IS NULL OR mc.end_at >= :now::timestamptz))
       AND (s.store_plugin OR c.use_type NOT IN (4, 5))
       AND (s.hotel_plugin OR c.use_type NOT IN (6, 7))
       AND (:use_types::int[] IS NULL OR c.use_type = ANY (:use_types::int[]))
       AND (:coupon_methods::int[] IS NULL OR c.coupon_method = ANY (:coupon_methods::int[]))
-),
-page AS (
-    SELECT * FROM matching
-    WHERE NOT :near_only::boolean OR near
-    ORDER BY get_time DESC, id DESC
+      AND (NOT :near_only::boolean
+           OR (:status::int = 1 AND mc.end_at <= :now::timestamptz + s.near_window))
+    ORDER BY mc.get_time DESC, mc.id DESC
     LIMIT :page_limit OFFSET :page_offset
 ),
 counted AS (
-    SELECT count(*) AS total FROM matching WHERE NOT :near_only::boolean OR near
+    SELECT count(*) AS total FROM (
+        SELECT 1
+        FROM setting AS s
+        CROSS JOIN yz_member_coupon AS mc
+        JOIN yz_coupon AS c ON c.id = mc.coupon_id AND c.uniacid = mc.uniacid
+        WHERE mc.uniacid = :uniacid
+          AND mc.uid = :member_id
+          AND mc.is_member_deleted = 0
+          AND mc.used = CASE WHEN :status::int = 3 THEN 1 ELSE 0 END
+          AND (:status::int = 3
+               OR (:status::int = 1) = (mc.end_at IS NULL OR mc.end_at >= :now::timestamptz))
+          AND (s.store_plugin OR c.use_type NOT IN (4, 5))
+          AND (s.hotel_plugin OR c.use_type NOT IN (6, 7))
+          AND (:use_types::int[] IS NULL OR c.use_type = ANY (:use_types::int[]))
+          AND (:coupon_methods::int[] IS NULL OR c.coupon_method = ANY (:coupon_methods::int[]))
+          AND (NOT :near_only::boolean
+               OR (:status::int = 1 AND mc.end_at <= :now::timestamptz + s.near_window))
+        LIMIT :total_cap
+    ) AS capped
 ),
 horizon AS (
-    SELECT min(v.t) AS valid_until
-    FROM setting AS s
-    CROSS JOIN yz_member_coupon AS mc
-    JOIN yz_coupon AS c ON c.id = mc.coupon_id AND c.uniacid = mc.uniacid
-    CROSS JOIN LATERAL (
-        SELECT coupon_end_at(c.time_limit, c.time_days, c.time_end, mc.get_time, :tz::text) AS end_at
-    ) AS e
-    CROSS JOIN LATERAL (VALUES
-        -- expired once now > end: from the next whole second
-        (floor(extract(epoch FROM e.end_at))::bigint + 1),
+    SELECT least(
+        -- expired once now > end: from the next whole second after the next end
+        (SELECT floor(extract(epoch FROM min(mc.end_at)))::bigint + 1
+         FROM yz_member_coupon AS mc
+         WHERE mc.uniacid = :uniacid AND mc.uid = :member_id
+           AND mc.used = 0 AND mc.is_member_deleted = 0
+           AND mc.end_at >= :now::timestamptz),
         -- near once end <= now + window: from the first whole second at or after end - window
-        (ceil(extract(epoch FROM e.end_at
-                      - s.near_expiration_days * interval '86400 seconds'))::bigint)
-    ) AS v(t)
-    WHERE mc.uniacid = :uniacid
-      AND mc.uid = :member_id
-      AND mc.is_member_deleted = 0
-      AND mc.used = 0
-      AND e.end_at IS NOT NULL
-      AND v.t > extract(epoch FROM :now::timestamptz)
+        (SELECT ceil(extract(epoch FROM nxt.end_at - s.near_window))::bigint
+         FROM setting AS s
+         CROSS JOIN LATERAL (
+             SELECT min(mc.end_at) AS end_at
+             FROM yz_member_coupon AS mc
+             WHERE mc.uniacid = :uniacid AND mc.uid = :member_id
+               AND mc.used = 0 AND mc.is_member_deleted = 0
+               AND mc.end_at > :now::timestamptz + s.near_window
+         ) AS nxt)
+    ) AS valid_until
 )
 SELECT s.coupon_transfer, s.store_plugin, s.hotel_plugin, s.member_uniacid, counted.total,
        horizon.valid_until,
@@ -104,6 +116,23 @@ LEFT JOIN page AS p ON true
 LEFT JOIN yz_member_coupon AS mc ON mc.id = p.id
 LEFT JOIN yz_coupon AS c ON c.id = mc.coupon_id
 ORDER BY p.get_time DESC, p.id DESC;
+
+-- name: display_tz()$
+-- The zone the stored coupon ends were computed in (coupons_config).
+SELECT coupons_display_tz();
+
+-- name: set_display_tz(tz)$
+-- Make DISPLAY_TZ the zone of stored ends; true when it changed (then run recompute_ends in the
+-- same transaction: the row trigger reads the zone from coupons_config).
+WITH changed AS (
+    UPDATE coupons_config SET value = :tz WHERE name = 'display_tz' AND value <> :tz
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM changed);
+
+-- name: recompute_ends()!
+-- Every stored end again (naming end_at fires the row trigger, which computes it).
+UPDATE yz_member_coupon SET end_at = NULL;
 
 -- name: ping()$
 -- Readiness: the database answers a trivial statement.

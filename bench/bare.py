@@ -1,0 +1,34 @@
+"""The ceiling: a bare aiohttp + uvloop app answering fixed bytes (the same as a cached page)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import uvloop
+from aiohttp import web
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--path", default="/api/v2/coupons")
+    parser.add_argument("--body", type=Path, required=True)
+    args = parser.parse_args()
+    body = args.body.read_bytes()
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get(args.path, handler)
+    app.router.add_get("/readyz", healthz)
+    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None,
+                loop=uvloop.new_event_loop())
+
+
+if __name__ == "__main__":
+    main()

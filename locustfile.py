@@ -1,0 +1,118 @@
+"""The sidebar's real traffic, for locust.
+
+    locust -f locustfile.py --headless -u 200 -r 20 -t 2m --host http://127.0.0.1:8080
+
+A user is a staff member with the chat sidebar open on one customer after another: open the
+coupons tab (unused, 全部), switch tabs, scroll pages until `last_page`, and now and then the mall
+marks one of the customer's coupons used through the write API. Customers are drawn with a Zipf
+skew (a few are chatted with all the time). Settings come from the environment:
+AUTH_JWT_SECRET and INTERNAL_SERVICE_TOKEN (as the service's), COUPONS_UNIACID (1),
+COUPONS_MEMBERS (e.g. "1-20" for the demo data), COUPONS_ZIPF_S (1.2), COUPONS_USE_RATIO (0.01).
+At the end it prints the cache outcomes seen in `X-Cache` (hit ratio).
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import itertools
+import os
+import random
+import time
+
+import jwt
+from locust import HttpUser, between, events, task
+
+SECRET = os.environ.get("AUTH_JWT_SECRET", "dev-only-secret-change-me-0123456789abcdef")
+SERVICE_TOKEN = os.environ.get("INTERNAL_SERVICE_TOKEN",
+                               "dev-only-internal-token-change-me-0123456789")
+UNIACID = int(os.environ.get("COUPONS_UNIACID", "1"))
+LOW, HIGH = (int(x) for x in os.environ.get("COUPONS_MEMBERS", "1-20").split("-"))
+ZIPF_S = float(os.environ.get("COUPONS_ZIPF_S", "1.2"))
+USE_RATIO = float(os.environ.get("COUPONS_USE_RATIO", "0.01"))
+PATH = "/plugin.wechat-chat-sidebar.frontend.controller.customer.customer.couponsOfMemberByStatusV2"
+
+MEMBERS = list(range(LOW, HIGH + 1))
+random.Random(7).shuffle(MEMBERS)  # popularity is not the id order
+_WEIGHTS = list(itertools.accumulate(1 / (rank ** ZIPF_S) for rank in range(1, len(MEMBERS) + 1)))
+OUTCOMES: collections.Counter[str] = collections.Counter()
+
+
+def zipf_member() -> int:
+    return MEMBERS[bisect.bisect_left(_WEIGHTS, random.random() * _WEIGHTS[-1])]
+
+
+def staff_token(member: int) -> str:
+    now = int(time.time())
+    return jwt.encode({"uniacid": UNIACID, "member_id": member, "sub": "locust-staff",
+                       "iat": now, "exp": now + 3600}, SECRET, algorithm="HS256")
+
+
+class SidebarUser(HttpUser):
+    wait_time = between(0.5, 3)
+
+    def on_start(self) -> None:
+        self.open_customer()
+
+    def open_customer(self) -> None:
+        self.member = zipf_member()
+        self.headers = {"Authorization": f"Bearer {staff_token(self.member)}"}
+        self.status, self.coupon_type, self.page, self.last_page = 1, 0, 1, 1
+        self.unused_ids: list[int] = []
+        self.fetch()
+
+    def fetch(self) -> None:
+        data = {"client": "work", "type": 17, "status_request": self.status,
+                "coupon_type": self.coupon_type, "page": self.page}
+        name = f"coupons s{self.status} page{'1' if self.page == 1 else 'N'}"
+        with self.client.post(PATH, data=data, headers=self.headers, name=name,
+                              catch_response=True) as resp:
+            OUTCOMES[resp.headers.get("X-Cache", "none")] += 1
+            if resp.status_code != 200:
+                resp.failure(f"HTTP {resp.status_code}")
+                return
+            body = resp.json()
+            if body.get("result") != 1:
+                resp.failure(f"result {body.get('result')}: {body.get('msg')}")
+                return
+            payload = body["data"]
+            self.last_page = payload.get("last_page", 1)
+            if self.status == 1:
+                self.unused_ids = [item["id"] for item in payload["data"]]
+
+    @task(3)
+    def next_customer(self) -> None:
+        self.open_customer()
+
+    @task(4)
+    def switch_tab(self) -> None:
+        self.status = random.choice((1, 1, 2, 3))
+        self.coupon_type = random.choice((0, 0, 1, 2, 4, 7, 10)) if self.status == 1 else 0
+        self.page = 1
+        self.fetch()
+
+    @task(4)
+    def scroll(self) -> None:
+        if self.page < self.last_page:
+            self.page += 1
+            self.fetch()
+
+    @task(1)
+    def use_a_coupon(self) -> None:
+        if not self.unused_ids or random.random() > USE_RATIO * 10:
+            return
+        coupon_id = self.unused_ids.pop(0)
+        with self.client.post(f"/internal/member-coupons/{coupon_id}/use",
+                              headers={"Authorization": f"Bearer {SERVICE_TOKEN}"},
+                              name="use coupon", catch_response=True) as resp:
+            if resp.status_code in (200, 409):  # 409: another user used it first
+                resp.success()
+            else:
+                resp.failure(f"HTTP {resp.status_code}")
+
+
+@events.test_stop.add_listener
+def report_cache(**_kwargs) -> None:
+    total = sum(OUTCOMES.values()) or 1
+    served = OUTCOMES["local"] + OUTCOMES["hit"] + OUTCOMES["coalesced"]
+    print(f"cache outcomes: {dict(OUTCOMES)}; hit ratio {served / total:.3f}")
