@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -74,9 +75,31 @@ async def _read_body(request: web.Request) -> dict[str, Any]:
     raise _bad_request("body", "不支持的请求体类型，请使用表单、multipart 或 JSON")
 
 
-def validate(schema: Schema, raw: Mapping[str, Any]) -> dict[str, Any]:
+def validate(schema: Schema, raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The schema's result for these raw parameters. Loading is pure, and the sidebar sends the
+    same few parameter sets over and over: valid ones are memoised (bounded LRU)."""
     try:
-        return schema.load(raw)
+        # The type is part of the key: True == 1 == 1.0 in Python, and only 1 is a valid page.
+        key = (id(schema), tuple(sorted((k, type(v).__name__, v) for k, v in raw.items())))
+        hash(key)
+    except TypeError:  # a JSON body with a list or object in it: never valid, never cached
+        return _load(schema, raw)
+    cached = _VALIDATED.get(key)
+    if cached is None:
+        cached = _load(schema, raw)
+        if len(_VALIDATED) >= _VALIDATED_MAX:
+            _VALIDATED.pop(next(iter(_VALIDATED)))
+        _VALIDATED[key] = cached
+    return cached
+
+
+_VALIDATED: dict[tuple, Mapping[str, Any]] = {}
+_VALIDATED_MAX = 4096
+
+
+def _load(schema: Schema, raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    try:
+        return MappingProxyType(schema.load(raw))
     except ValidationError as exc:
         errors = exc.normalized_messages()
         raise ApiError(400, first_message(errors), errors) from None

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 
 import asyncpg
@@ -62,7 +62,7 @@ UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError,
 async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     rid = request.headers.get("X-Request-ID", "")
     if not _REQUEST_ID.fullmatch(rid):
-        rid = uuid.uuid4().hex
+        rid = os.urandom(8).hex()
     request[request_id_key] = rid
     try:
         response = await handler(request)

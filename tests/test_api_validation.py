@@ -610,3 +610,14 @@ async def test_corrupt_gzip_body(client, tok, ctype):
                                 headers={"Content-Encoding": "gzip", "Connection": "close"})
     assert resp.status == 400, body
     check_error(body)
+
+
+async def test_memoised_validation_keeps_types_apart(client, db, rows):
+    """A valid `page=1` must not make `true` or `1.0` valid for the next caller."""
+    await rows.member(1, 1)
+    token = token_for()
+    await coupons(client, token, method="POST", body="json", page=1)
+    for bad in (True, 1.0):
+        body = await coupons(client, token, method="POST", body="json", page=bad,
+                             expected_status=400)
+        assert "page" in body["data"]["errors"]
