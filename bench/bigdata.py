@@ -17,6 +17,7 @@ import json
 import random
 import statistics
 import time
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -172,7 +173,11 @@ def main() -> None:
             asyncio.run(load(settings.database_url, settings.display_tz, args.members,
                              args.whales, args.whale_size))
         else:
-            asyncio.run(explain(settings.database_url))
+            results = asyncio.run(explain(settings.database_url))
+            out = Path(__file__).resolve().parent / "results" / "bigdata_explain.json"
+            out.parent.mkdir(exist_ok=True)
+            out.write_text(json.dumps(results, indent=2))
+            print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hmac
+from collections.abc import Mapping
+from typing import Any
 
 import jwt
 from aiohttp import web
@@ -26,12 +29,42 @@ def _unauthorized(msg: str) -> ApiError:
     return ApiError(401, msg, {"authorization": [msg]}, _CHALLENGE)
 
 
-def _positive_int(claims: dict, name: str, limit: int) -> int:
+def _positive_int(claims: Mapping[str, Any], name: str, limit: int) -> int:
     value = claims.get(name)
     # bool is an int in Python; a token saying `"uniacid": true` is malformed, not tenant 1.
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < limit:
         raise _unauthorized("身份令牌无效")
     return value
+
+
+@functools.lru_cache(maxsize=8192)
+def _verified(token: str, secret: str) -> tuple[Principal, float, float]:
+    """Signature and claims of a token, memoised: a sidebar repeats its token on every call, and
+    verifying it is the most expensive step of a cached answer. Only what depends on the token
+    alone is cached (a failure raises, and is not); `exp`/`nbf` are returned to be checked
+    against the clock on every request."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=ALGORITHMS,
+            options={"require": REQUIRED_CLAIMS, "verify_exp": False, "verify_nbf": False,
+                     "verify_iat": False},
+        )
+    except jwt.PyJWTError:
+        raise _unauthorized("身份令牌无效") from None
+    exp, nbf = claims.get("exp"), claims.get("nbf", 0)
+    sub = claims.get("sub")
+    if (isinstance(exp, bool) or not isinstance(exp, int | float)
+            or isinstance(nbf, bool) or not isinstance(nbf, int | float)
+            or not isinstance(sub, str) or not sub):
+        raise _unauthorized("身份令牌无效")
+    principal = Principal(
+        uniacid=_positive_int(claims, "uniacid", 2**31),  # yz_* uniacid columns are int4
+        member_id=_positive_int(claims, "member_id", 2**63),
+        staff_id=sub,
+    )
+    return principal, exp, nbf
 
 
 def authenticate(request: web.Request, secret: str, leeway: int, now: int) -> Principal:
@@ -43,31 +76,12 @@ def authenticate(request: web.Request, secret: str, leeway: int, now: int) -> Pr
         raise _unauthorized("缺少身份令牌，请在 Authorization 头中携带 Bearer 令牌")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("身份令牌格式不正确，应为 Authorization: Bearer <令牌>")
-    try:
-        claims = jwt.decode(
-            token.strip(),
-            secret,
-            algorithms=ALGORITHMS,
-            options={"require": REQUIRED_CLAIMS, "verify_exp": False, "verify_nbf": False,
-                     "verify_iat": False},
-        )
-    except jwt.PyJWTError:
-        raise _unauthorized("身份令牌无效") from None
-    exp, nbf = claims.get("exp"), claims.get("nbf", 0)
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
-        raise _unauthorized("身份令牌无效")
-    if isinstance(nbf, bool) or not isinstance(nbf, int | float) or nbf > now + leeway:
+    principal, exp, nbf = _verified(token.strip(), secret)
+    if nbf > now + leeway:
         raise _unauthorized("身份令牌无效")
     if exp + leeway <= now:
         raise _unauthorized("身份令牌已过期")
-    sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub:
-        raise _unauthorized("身份令牌无效")
-    return Principal(
-        uniacid=_positive_int(claims, "uniacid", 2**31),  # yz_* uniacid columns are int4
-        member_id=_positive_int(claims, "member_id", 2**63),
-        staff_id=sub,
-    )
+    return principal
 
 
 def authenticate_service(request: web.Request, token: str) -> None:
