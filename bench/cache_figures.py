@@ -46,6 +46,62 @@ def row(name: str, values: list[float]) -> dict:
 async def measure(settings, writes: int, requests: int) -> list[dict]:
     await migrate(settings.database_url, display_tz=settings.display_tz)
     await load_demo_data(settings.database_url)
+    out = await measure_redis_layer(dataclasses.replace(settings, local_cache_enabled=False),
+                                    writes, requests)
+    out += await measure_local_layer(settings, writes, requests)
+    return out
+
+
+async def measure_local_layer(settings, writes: int, requests: int) -> list[dict]:
+    """Hits from the process-local layer, and commit-to-local-invalidation: the staleness the
+    local layer can add in any process (each drops its copy on its own LISTEN event)."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    token = issue_token(settings.auth_jwt_secret, 1, 2, "bench", 3600, int(time.time()))
+    url = f"http://127.0.0.1:{port}{PATH}"
+    params = {"client": "work", "type": "17", "status_request": "1", "coupon_type": "0"}
+    pages = app[pages_key]
+    db = await asyncpg.connect(settings.database_url)
+    out = []
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as s:
+            async def get() -> str:
+                async with s.get(url, params=params) as resp:
+                    assert resp.status == 200
+                    await resp.read()
+                    return resp.headers["X-Cache"]
+
+            await get()
+            hits = []
+            for _ in range(requests):
+                start = time.perf_counter()
+                assert await get() == "local"
+                hits.append(time.perf_counter() - start)
+            out.append(row("hit (process-local layer)", hits))
+            lags = []
+            for _ in range(writes):
+                await get()
+                assert len(pages.local) > 0
+                await db.execute("UPDATE yz_member_coupon SET updated_at = now() "
+                                 "WHERE id = (SELECT min(id) FROM yz_member_coupon WHERE uid = 2)")
+                start = time.perf_counter()
+                while len(pages.local) > 0:
+                    if time.perf_counter() - start > 5:
+                        raise RuntimeError("local invalidation never arrived")
+                    await asyncio.sleep(0)
+                lags.append(time.perf_counter() - start)
+            out.append(row("commit -> local layer invalidated", lags))
+    finally:
+        await db.close()
+        await runner.cleanup()
+    return out
+
+
+async def measure_redis_layer(settings, writes: int, requests: int) -> list[dict]:
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
