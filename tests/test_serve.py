@@ -104,6 +104,9 @@ async def test_sigterm_under_load_loses_no_accepted_request(
         # Fresh connections per request: the loops also exercise accept() through the drain.
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
         try:
+            # Both workers up (their pools are warm: the lock below would stall a start).
+            await wait_for(lambda: listeners_connected(session, server, 2), 15,
+                           "both workers started")
             # The steady page is cached first, so that steady requests never touch the table
             # that the slow ones will wait on.
             assert (await get(session, server, "warm", coupon_type=0)).status == 200
@@ -226,6 +229,15 @@ async def test_grace_bounds_a_request_that_never_finishes(
     assert logged and logged[0]["status"] == 499
 
 
+async def listeners_connected(session: aiohttp.ClientSession, server: Server,
+                              workers: int) -> bool:
+    """Every worker has started: its LISTEN connection is up (it reports on /metrics)."""
+    async with session.get(server.base + "/metrics") as r:
+        samples = scrape(await r.text())
+    return sum(v for (name, _), v in samples.items()
+               if name == "coupons_listener_connected") == workers
+
+
 async def _true(value: bool) -> bool:
     return value
 
@@ -255,13 +267,8 @@ async def test_two_workers_one_metrics_view_and_json_request_logs(
         async with aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(force_close=True)) as session:
             # Both workers' listeners up before counting (each reports on its heartbeat).
-            async def both_listening() -> bool:
-                async with session.get(server.base + "/metrics") as r:
-                    samples = scrape(await r.text())
-                return sum(v for (name, _), v in samples.items()
-                           if name == "coupons_listener_connected") == 2
-
-            await wait_for(both_listening, 10, "both listeners connected")
+            await wait_for(lambda: listeners_connected(session, server, 2), 15,
+                           "both listeners connected")
             outcomes = [await get(session, server, f"m-{i}", coupon_type=i % 3)
                         for i in range(30)]
             assert {o.status for o in outcomes} == {200}
