@@ -143,7 +143,7 @@ async def test_sigterm_under_load_loses_no_accepted_request(
                     ready.append(r.status)
                     return r.status == 503
 
-            await wait_for(readyz_503, 0.5, "/readyz 503 after SIGTERM")
+            await wait_for(readyz_503, drain * 0.9, "/readyz 503 after SIGTERM")
             assert time.time() - term_at < drain, "503 must come before the listener closes"
 
             # Then the listener closes: a new connection is refused.
@@ -223,7 +223,7 @@ async def test_grace_bounds_a_request_that_never_finishes(
             await admin.close()
     assert code == 0, server.output()
     # One grace for the handler, one for the pool: never the query's own (unbounded) wait.
-    assert 1.0 <= elapsed < 4.0, elapsed
+    assert 1.0 <= elapsed < 6.0, elapsed
     assert outcome.status is None and outcome.error is not None
     logged = [line for line in log_lines(server) if line.get("request_id") == "stuck"]
     assert logged and logged[0]["status"] == 499
