@@ -13,9 +13,18 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 from multidict import MultiDictProxy
 
+from service import metrics
 from service.auth import authenticate, authenticate_service
 from service.errors import ApiError
-from service.keys import clock_key, pages_key, redis_key, repository_key, settings_key
+from service.keys import (
+    clock_key,
+    draining_key,
+    pages_key,
+    principal_key,
+    redis_key,
+    repository_key,
+    settings_key,
+)
 from service.repository import PageQuery, UseRefused
 from service.schemas import COUPONS_SCHEMA, MALL_ROUTER_SCHEMA, first_message
 
@@ -114,6 +123,7 @@ async def coupons(request: web.Request) -> web.Response:
     now = app[clock_key].now()
     principal = authenticate(request, settings.auth_jwt_secret, settings.auth_jwt_leeway_seconds,
                              int(now.timestamp()))
+    request[principal_key] = principal  # for the request log line (tenant, member hash)
     params = validate(MALL_ROUTER_SCHEMA if mall_router else COUPONS_SCHEMA,
                       await read_params(request))
     if mall_router and params["i"] != principal.uniacid:
@@ -167,6 +177,7 @@ async def use_member_coupon(request: web.Request) -> web.Response:
     # Before answering: the next read through Redis must already see the use. If Redis fails
     # here the cache is untrusted (and bypassed) until a full flush succeeds.
     await app[pages_key].invalidate_members(used.uniacid, [used.uid])
+    metrics.CACHE_INVALIDATIONS.labels("use_api").inc()
     body = {"result": 1, "msg": "", "data": {
         "id": used.id, "uniacid": used.uniacid, "uid": used.uid, "used": 1,
         "use_time": int(used.use_time.timestamp()),
@@ -180,6 +191,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     app = request.app
+    if app[draining_key].is_set():
+        # Shutting down: a load balancer must stop sending before the listener closes.
+        return web.json_response({"status": "draining", "checks": {}}, status=503,
+                                 dumps=json.dumps)
     timeout = app[settings_key].readiness_timeout_seconds
     checks: dict[str, str] = {}
 

@@ -7,11 +7,9 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import asyncpg
-import redis.asyncio as aioredis
 from aiohttp import web
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
+from service import metrics
 from service.api import setup_routes
 from service.cache import CircuitBreaker, PageCache
 from service.clock import Clock, SystemClock
@@ -19,63 +17,84 @@ from service.errors import error_middleware
 from service.keys import (
     clock_key,
     db_pool_key,
+    draining_key,
     listener_key,
+    member_hash_key_key,
     pages_key,
+    read_pool_key,
     redis_key,
     repository_key,
     settings_key,
 )
 from service.listener import InvalidationListener
 from service.localcache import LocalCache
+from service.observe import member_hash_key, observe_middleware
 from service.pages import CacheTrust, CouponPages
+from service.redis_client import connect as connect_redis
 from service.repository import CouponRepository, keep_session, warm_connection
 from service.settings import Settings
 
 
+def _create_pool(settings: Settings, dsn: str) -> asyncpg.Pool:
+    return asyncpg.create_pool(
+        dsn,
+        min_size=settings.db_pool_min_size,
+        max_size=settings.db_pool_max_size,
+        command_timeout=settings.db_command_timeout_seconds,
+        # 0 under PgBouncer transaction pooling: a named prepared statement lives on one server
+        # connection, and the next transaction may run on another (README).
+        statement_cache_size=settings.db_statement_cache_size,
+        init=warm_connection,
+        reset=keep_session,
+    )
+
+
 def setup_database(app: web.Application) -> None:
+    """The primary's pool, and the replica's when DATABASE_READ_URL is set (page reads only)."""
+
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[settings_key]
-        pool = await asyncpg.create_pool(
-            settings.database_url,
-            min_size=settings.db_pool_min_size,
-            max_size=settings.db_pool_max_size,
-            command_timeout=settings.db_command_timeout_seconds,
-            init=warm_connection,
-            reset=keep_session,
-        )
-        app[db_pool_key] = pool
-        repository = CouponRepository(pool, settings.total_cap)
-        app[repository_key] = repository
-        # Coupon ends are stored, computed in the zone `migrate` recorded: serving with another
-        # DISPLAY_TZ would put coupons in the wrong tab around midnight.
-        stored_tz = await repository.display_tz()
-        if stored_tz != settings.display_tz:
-            await pool.close()
-            raise RuntimeError(f"DISPLAY_TZ is {settings.display_tz} but the database's coupon "
-                               f"ends are in {stored_tz}: run `python -m service migrate`")
-        try:
+
+        async def close(pool: asyncpg.Pool) -> None:
+            # A query still running after the shutdown grace (a shielded cache fill outlives
+            # its cancelled request) must not hold the process: close, then cut.
+            try:
+                async with asyncio.timeout(settings.shutdown_grace_seconds):
+                    await pool.close()
+            except TimeoutError:
+                pool.terminate()
+
+        async with contextlib.AsyncExitStack() as stack:
+            pool = await _create_pool(settings, settings.database_url)
+            stack.push_async_callback(close, pool)
+            read_pool = None
+            if settings.database_read_url:
+                read_pool = await _create_pool(settings, settings.database_read_url)
+                stack.push_async_callback(close, read_pool)
+                app[read_pool_key] = read_pool
+            app[db_pool_key] = pool
+            for name, configured in (("primary", pool), ("replica", read_pool)):
+                if configured is not None:
+                    metrics.DB_POOL_MAX.labels(name).inc(settings.db_pool_max_size)
+                    stack.callback(metrics.DB_POOL_MAX.labels(name).dec,
+                                   settings.db_pool_max_size)
+            repository = CouponRepository(pool, settings.total_cap, read_pool=read_pool)
+            app[repository_key] = repository
+            # Coupon ends are stored, computed in the zone `migrate` recorded: serving with
+            # another DISPLAY_TZ would put coupons in the wrong tab around midnight.
+            stored_tz = await repository.display_tz()
+            if stored_tz != settings.display_tz:
+                raise RuntimeError(
+                    f"DISPLAY_TZ is {settings.display_tz} but the database's coupon ends are in "
+                    f"{stored_tz}: run `python -m service migrate`")
             yield
-        finally:
-            await pool.close()
 
     app.cleanup_ctx.append(database_ctx)
 
 
 def setup_redis(app: web.Application) -> None:
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-        settings = app[settings_key]
-        # Blocking pool: a burst waits for a free connection (bounded by each call's timeout)
-        # instead of opening thousands.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=settings.redis_max_connections,
-            timeout=None,
-            socket_timeout=settings.readiness_timeout_seconds,
-            socket_connect_timeout=settings.readiness_timeout_seconds,
-            # No silent retries: each call has one bounded try; the breaker decides what next.
-            retry=Retry(NoBackoff(), 0),
-        )
-        client = aioredis.Redis.from_pool(pool)
+        client = connect_redis(app[settings_key])
         app[redis_key] = client
         try:
             yield
@@ -98,6 +117,7 @@ def setup_pages(app: web.Application) -> None:
             lease_ms=settings.cache_lease_ms,
             breaker=CircuitBreaker(settings.redis_breaker_failures,
                                    settings.redis_breaker_reset_seconds),
+            fence=app[repository_key].fence,
         )
         local = (LocalCache(settings.local_cache_max_bytes, settings.local_cache_ttl_seconds)
                  if settings.local_cache_enabled else None)
@@ -106,7 +126,7 @@ def setup_pages(app: web.Application) -> None:
                             ttl_seconds=settings.cache_ttl_seconds, local=local)
         app[pages_key] = pages
         listener = InvalidationListener(
-            settings.database_url, pages, app[repository_key],
+            settings.database_listen_url or settings.database_url, pages, app[repository_key],
             heartbeat=settings.listener_heartbeat_seconds,
             holders_max=settings.coupon_holders_max,
         )
@@ -138,13 +158,18 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     if settings.database_url is None or settings.redis_url is None:
         raise ValueError("create_app needs resolved DATABASE_URL and REDIS_URL")
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=settings.max_body_bytes
+        # observe first: it times and logs the final answer of the error middleware.
+        middlewares=[observe_middleware, error_middleware],
+        client_max_size=settings.max_body_bytes,
     )
     app[settings_key] = settings
     app[clock_key] = clock or SystemClock()
+    app[draining_key] = asyncio.Event()
+    app[member_hash_key_key] = member_hash_key(settings.auth_jwt_secret)
     app.on_response_prepare.append(_security_headers)
     setup_database(app)
     setup_redis(app)
     setup_pages(app)
     setup_routes(app)
+    app.router.add_get("/metrics", metrics.metrics_handler)
     return app

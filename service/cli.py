@@ -5,17 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import multiprocessing
-import multiprocessing.connection
-import os
 import shlex
-import signal
-import socket
 import sys
 import time
 
-from aiohttp import web
-
+from service import logs, server
 from service.auth import issue_token
 from service.demo import load_demo_data
 from service.embedded import resolved
@@ -57,74 +51,14 @@ def _try_it(settings: Settings, host: str, port: int) -> str:
             "-d client=work -d type=17 -d status_request=1 -d coupon_type=0 -d page=1")
 
 
-def _run_worker(settings: Settings, sock: socket.socket | None, host: str, port: int) -> None:
-    from service.app import create_app
-
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        uvloop = None
-    web.run_app(
-        create_app(settings),
-        sock=sock,
-        host=None if sock else host,
-        port=None if sock else port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=10.0,
-        loop=uvloop.new_event_loop() if uvloop else None,
-    )
-
-
-def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
-    log.info("settings %s", settings.masked())
-    if workers < 1:
-        raise SystemExit("serve: --workers must be at least 1")
-    if workers == 1:
-        _run_worker(settings, None, host, port)
-        return 0
-    # Pre-fork: one listening socket shared by N processes, each with its own loop and pools;
-    # the kernel hands each connection to whichever worker accepts first.
-    sock = socket.create_server((host, port), backlog=1024)
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_run_worker, args=(settings, sock, host, port))
-             for _ in range(workers)]
-    for proc in procs:
-        proc.start()
-
-    stopping = False
-
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for proc in procs:
-            if proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    # A worker that dies on its own takes the others down: the supervisor (compose, systemd)
-    # restarts the whole service rather than running on with fewer workers unnoticed.
-    while any(proc.is_alive() for proc in procs):
-        multiprocessing.connection.wait([p.sentinel for p in procs if p.is_alive()])
-        if not stopping and any(not p.is_alive() for p in procs):
-            log.error("a worker exited unexpectedly; stopping the others")
-            forward(signal.SIGTERM, None)
-    for proc in procs:
-        proc.join()
-    sock.close()
-    failed = [p.exitcode for p in procs if p.exitcode != 0]
-    return 1 if failed else 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(f"settings: {exc}", file=sys.stderr)
         return 2
+    logs.configure(settings)
     if args.command == "token":
         print(_token(settings, args.uniacid, args.member, args.staff, args.ttl))
         return 0
@@ -139,5 +73,6 @@ def main(argv: list[str] | None = None) -> int:
             print("\nReady. Try it:\n\n  " + _try_it(live, args.host, args.port) + "\n",
                   flush=True)
         if args.command in ("serve", "dev"):
-            return _serve(live, args.host, args.port, args.workers)
+            logs.log_settings(live)
+            return server.serve(live, args.host, args.port, args.workers)
     return 0

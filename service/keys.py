@@ -14,8 +14,14 @@ if TYPE_CHECKING:
 settings_key = web.AppKey("settings_key", "Settings")
 clock_key = web.AppKey("clock_key", "Clock")
 db_pool_key = web.AppKey("db_pool_key", asyncpg.Pool)
+# A Redis or a RedisCluster client (service/redis_client.py).
 redis_key = web.AppKey("redis_key", aioredis.Redis)
 repository_key = web.AppKey("repository_key", "CouponRepository")
 request_id_key = web.RequestKey("request_id_key", str)
 pages_key = web.AppKey("pages_key", "CouponPages")
 listener_key = web.AppKey("listener_key", "InvalidationListener")
+read_pool_key = web.AppKey("read_pool_key", asyncpg.Pool)
+# Set when the process received SIGTERM: /readyz answers 503 from then on.
+draining_key = web.AppKey("draining_key", "asyncio.Event")
+member_hash_key_key = web.AppKey("member_hash_key_key", bytes)
+principal_key = web.RequestKey("principal_key", "Principal")

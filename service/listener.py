@@ -13,6 +13,7 @@ import time
 
 import asyncpg
 
+from service import metrics
 from service.pages import CouponPages
 from service.queries import QUERIES
 from service.repository import CouponRepository
@@ -20,6 +21,8 @@ from service.repository import CouponRepository
 log = logging.getLogger("service.listener")
 
 CHANNEL = "coupons_invalidate"
+# Payload kinds (sql/migrations/0002_invalidation_triggers.sql) -> the metric's source label.
+SOURCES = {"m": "member", "c": "coupon", "t": "tenant", "*": "truncate"}
 
 
 class InvalidationListener:
@@ -40,7 +43,21 @@ class InvalidationListener:
         self.latencies: list[float] = []
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        metrics.LISTENER_NOTIFICATIONS.inc()
         self.queue.put_nowait((payload, time.perf_counter()))
+
+    def _report(self) -> None:
+        """This worker's listener and cache state, for /metrics (every heartbeat and change)."""
+        pid = metrics.pid_label()
+        metrics.LISTENER_UP.labels(pid).set(1 if self.pages.trust.listener_ready else 0)
+        metrics.CACHE_TRUSTED.labels(pid).set(1 if self.pages.trust.usable else 0)
+
+    async def _flush(self) -> None:
+        # A flush stands in for notifications that may have been missed: its fence must be
+        # past any write they could have carried.
+        await self.repository.refresh_fence()
+        if await self.pages.flush_all():
+            metrics.CACHE_INVALIDATIONS.labels("flush").inc()
 
     async def run(self) -> None:
         """Connect, listen, flush, then prove the connection alive every heartbeat; forever."""
@@ -56,7 +73,9 @@ class InvalidationListener:
                     await conn.add_listener(CHANNEL, self._on_notify)
                     self.connection = conn
                     self.pages.trust.listener_ready = True
-                    await self.pages.flush_all()
+                    await self._flush()
+                    metrics.LISTENER_CONNECTS.inc()
+                    self._report()
                     async with self._progress:
                         self.connects += 1
                         self._progress.notify_all()
@@ -71,7 +90,8 @@ class InvalidationListener:
                         async with asyncio.timeout(self.heartbeat):
                             await QUERIES.ping(conn)
                         if self.pages.trust.flush_pending:
-                            await self.pages.flush_all()
+                            await self._flush()
+                        self._report()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -79,6 +99,7 @@ class InvalidationListener:
                 finally:
                     self.pages.trust.listener_ready = False
                     self.pages.trust.lost("LISTEN connection down")
+                    self._report()
                     self.connection = None
                     if conn is not None:
                         conn.terminate()
@@ -124,6 +145,12 @@ class InvalidationListener:
 
     async def apply(self, payload: str) -> None:
         kind, _, rest = payload.partition(":")
+        source = SOURCES.get(kind)
+        if source is not None:
+            # The write has committed (NOTIFY is delivered after commit): a fence taken now is
+            # past it.
+            await self.repository.refresh_fence()
+            metrics.CACHE_INVALIDATIONS.labels(source).inc()
         if kind == "m":
             uniacid, uid = (int(x) for x in rest.split(":"))
             await self.pages.invalidate_members(uniacid, [uid])

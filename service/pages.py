@@ -221,7 +221,8 @@ class CouponPages:
                     break
                 if cached is not None and cached.fresh_at(int(now.timestamp())):
                     return PageResult(cached.body, cached.etag, "coalesced")
-        page = await self.repository.page(query, now)
+        # The member's fence: a replica may answer only once it has replayed past it.
+        page = await self.repository.page(query, now, fence=prepared.fence)
         check_member(page, query.uniacid)
         body = render_body(page, query, self.shape, self.tz)
         etag = etag_of(body)

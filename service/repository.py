@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import orjson
 
+from service import metrics
 from service.domain import TYPE_FILTERS
 from service.queries import QUERIES
+
+log = logging.getLogger("service.repository")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -81,12 +87,63 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     the pool's sessions never change settings, listen or lock (LISTEN has its own connection)."""
 
 
-class CouponRepository:
-    def __init__(self, pool: asyncpg.Pool, total_cap: int) -> None:
-        self._pool = pool
-        self._total_cap = total_cap
+@contextlib.asynccontextmanager
+async def _acquire(pool: asyncpg.Pool, name: str) -> AsyncIterator[asyncpg.Connection]:
+    """A pool connection, counted as waiting until it is handed over, then in use."""
+    waiting = metrics.DB_POOL_WAITING.labels(name)
+    in_use = metrics.DB_POOL_IN_USE.labels(name)
+    waiting.inc()
+    try:
+        conn = await pool.acquire()
+    finally:
+        waiting.dec()
+    in_use.inc()
+    try:
+        yield conn
+    finally:
+        in_use.dec()
+        await pool.release(conn)
 
-    async def page(self, query: PageQuery, now: dt.datetime) -> CouponPage:
+
+class CouponRepository:
+    """Page reads go to the replica when one is configured and has replayed far enough
+    (`fence`); everything else, and every read the replica cannot serve, to the primary.
+
+    The fence closes the stale-set race across replication lag: an invalidation stores, with
+    the member's new stamp, a WAL position of the primary taken after the write committed
+    (`refresh_fence`, called by the listener before it applies a notification and by `use`
+    after its write). A miss reads that position with the stamp (PageCache.prepare) and uses the
+    replica only if the replica has replayed at least that far, so whatever it fills has seen
+    every write whose invalidation came before. Without a replica the fence stays 0 and costs
+    nothing.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, total_cap: int,
+                 read_pool: asyncpg.Pool | None = None) -> None:
+        self._pool = pool
+        self._read_pool = read_pool
+        self._total_cap = total_cap
+        self._fence = 0
+
+    def fence(self) -> int:
+        """The newest primary WAL position this process has seen after a write (0: none)."""
+        return self._fence
+
+    async def refresh_fence(self, conn: asyncpg.Connection | None = None) -> int:
+        """Move the fence to the primary's current WAL position (only with a replica)."""
+        if self._read_pool is None:
+            return 0
+        if conn is None:
+            async with _acquire(self._pool, "primary") as own:
+                lsn = await QUERIES.primary_wal_lsn(own)
+        else:
+            lsn = await QUERIES.primary_wal_lsn(conn)
+        self._fence = max(self._fence, lsn)
+        return self._fence
+
+    async def page(self, query: PageQuery, now: dt.datetime,
+                   fence: int | None = None) -> CouponPage:
+        """`fence`: the member's (from the cache); None: this process's, the safe default."""
         kind = TYPE_FILTERS[query.coupon_type]
         params: dict[str, Any] = {
             "uniacid": query.uniacid,
@@ -102,8 +159,14 @@ class CouponRepository:
             "page_offset": (query.page - 1) * query.pagesize,
             "total_cap": self._total_cap,
         }
-        async with self._pool.acquire() as conn:
-            rows = [row async for row in QUERIES.coupon_page(conn, **params)]
+        rows = None
+        if self._read_pool is None:
+            metrics.DB_READS.labels("primary", "no_replica").inc()
+        else:
+            rows = await self._replica_page(params, self._fence if fence is None else fence)
+        if rows is None:
+            async with _acquire(self._pool, "primary") as conn:
+                rows = [row async for row in QUERIES.coupon_page(conn, **params)]
         head = rows[0]
         return CouponPage(
             member_uniacid=head["member_uniacid"],
@@ -115,16 +178,39 @@ class CouponRepository:
             valid_until=head["valid_until"],
         )
 
+    async def _replica_page(self, params: dict[str, Any],
+                            fence: int) -> list[asyncpg.Record] | None:
+        """The page from the replica, or None when it is behind the fence or failing."""
+        assert self._read_pool is not None
+        try:
+            async with _acquire(self._read_pool, "replica") as conn:
+                # Its own statement, before the page's: a statement's snapshot is taken before
+                # it runs, so a position read inside it could be newer than what it sees.
+                replayed = await QUERIES.replica_replayed_lsn(conn)
+                # NULL: not in recovery (a primary given as the replica) is never behind.
+                if replayed is not None and replayed < fence:
+                    metrics.DB_READS.labels("primary", "replica_behind").inc()
+                    return None
+                rows = [row async for row in QUERIES.coupon_page(conn, **params)]
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("replica read failed, reading the primary: %s", type(exc).__name__)
+            metrics.DB_READS.labels("primary", "replica_error").inc()
+            return None
+        metrics.DB_READS.labels("replica", "").inc()
+        return rows
+
     async def coupon_holders(self, coupon_id: int, limit: int) -> list[int]:
-        async with self._pool.acquire() as conn:
+        async with _acquire(self._pool, "primary") as conn:
             return [r["uid"] async for r in QUERIES.coupon_holders(
                 conn, coupon_id=coupon_id, max_members=limit)]
 
     async def use(self, member_coupon_id: int, now: dt.datetime) -> UsedCoupon:
         """Mark used exactly once; raises UseRefused otherwise."""
-        async with self._pool.acquire() as conn:
+        async with _acquire(self._pool, "primary") as conn:
             row = await QUERIES.use_member_coupon(conn, id=member_coupon_id, now=now)
             if row is not None:
+                # Committed: the invalidation that follows must carry a fence past it.
+                await self.refresh_fence(conn)
                 return UsedCoupon(row["id"], row["uniacid"], row["uid"], row["use_time"])
             state = await QUERIES.member_coupon_state(conn, id=member_coupon_id)
         if state is None or state["is_member_deleted"]:
@@ -132,9 +218,9 @@ class CouponRepository:
         raise UseRefused("already_used")
 
     async def display_tz(self) -> str:
-        async with self._pool.acquire() as conn:
+        async with _acquire(self._pool, "primary") as conn:
             return await QUERIES.display_tz(conn)
 
     async def ping(self) -> None:
-        async with self._pool.acquire() as conn:
+        async with _acquire(self._pool, "primary") as conn:
             await QUERIES.ping(conn)

@@ -15,7 +15,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "config"
 RESPONSE_SHAPES = ("list", "paginator")
 SECRET_FIELDS = frozenset({"auth_jwt_secret", "internal_service_token"})
-URL_FIELDS = frozenset({"database_url", "redis_url"})
+URL_FIELDS = frozenset({"database_url", "database_read_url", "database_listen_url", "redis_url"})
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # HS256 keys shorter than the hash output are brute-forceable (RFC 7518 §3.2).
 MIN_SECRET_BYTES = 32
 
@@ -28,6 +31,13 @@ class SettingsError(ValueError):
 class Settings:
     app_env: str = "development"
     database_url: str | None = None
+    # A streaming replica for the page query only (README "Past one machine"); unset: primary.
+    database_read_url: str | None = None
+    # The LISTEN connection's server when DATABASE_URL goes through a transaction pooler
+    # (PgBouncer cannot hold a LISTEN); unset: DATABASE_URL.
+    database_listen_url: str | None = None
+    # 100 is asyncpg's default; 0 under PgBouncer transaction pooling (README).
+    db_statement_cache_size: int = 100
     redis_url: str | None = None
     auth_jwt_secret: str = ""
     auth_jwt_leeway_seconds: int = 10
@@ -56,6 +66,13 @@ class Settings:
     local_cache_ttl_seconds: float = 5.0
     # The mall's service token for /internal/* (never a staff token).
     internal_service_token: str = ""
+    # Running it (README "Process model"): after SIGTERM /readyz answers 503 for
+    # shutdown_drain_seconds while still serving, then the listener closes and requests in
+    # flight get up to shutdown_grace_seconds to finish.
+    shutdown_drain_seconds: float = 0.0
+    shutdown_grace_seconds: float = 10.0
+    log_format: str = "json"
+    log_level: str = "INFO"
 
     def __post_init__(self) -> None:
         if self.response_shape not in RESPONSE_SHAPES:
@@ -98,10 +115,29 @@ class Settings:
                 raise SettingsError(f"{name.upper()} must be at least 1")
         if self.auth_jwt_leeway_seconds < 0:
             raise SettingsError("AUTH_JWT_LEEWAY_SECONDS must not be negative")
+        if self.redis_url is not None and urlsplit(self.redis_url).scheme not in REDIS_SCHEMES:
+            raise SettingsError(f"REDIS_URL must use one of the schemes {REDIS_SCHEMES}")
+        for name in ("database_url", "database_read_url", "database_listen_url"):
+            url = getattr(self, name)
+            if url is not None and urlsplit(url).scheme not in ("postgres", "postgresql"):
+                raise SettingsError(f"{name.upper()} must be a postgresql:// URL")
+        if self.db_statement_cache_size < 0:
+            raise SettingsError("DB_STATEMENT_CACHE_SIZE must not be negative")
+        if self.shutdown_drain_seconds < 0 or self.shutdown_grace_seconds <= 0:
+            raise SettingsError("SHUTDOWN_DRAIN_SECONDS must be >= 0 and "
+                                "SHUTDOWN_GRACE_SECONDS positive")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"LOG_FORMAT must be one of {LOG_FORMATS}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise SettingsError(f"LOG_LEVEL must be one of {LOG_LEVELS}")
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.display_tz)
+
+    @property
+    def redis_cluster(self) -> bool:
+        return self.redis_url is not None and "+cluster" in urlsplit(self.redis_url).scheme
 
     @property
     def data_path(self) -> Path:

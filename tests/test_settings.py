@@ -360,3 +360,40 @@ def test_repository_default_toml_loads() -> None:
     assert s.database_url is None and s.redis_url is None
     assert s.db_pool_min_size <= s.db_pool_max_size
     assert s.max_body_bytes == 64 * 1024
+
+
+# --- running it, past one machine -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("env", [
+    {"REDIS_URL": "http://cache:6379"},
+    {"DATABASE_READ_URL": "mysql://replica/coupons"},
+    {"DATABASE_LISTEN_URL": "redis://x"},
+    {"DB_STATEMENT_CACHE_SIZE": "-1"},
+    {"SHUTDOWN_DRAIN_SECONDS": "-1"},
+    {"SHUTDOWN_GRACE_SECONDS": "0"},
+    {"LOG_FORMAT": "xml"},
+    {"LOG_LEVEL": "LOUD"},
+])
+def test_operating_settings_are_checked(tmp_path: Path, env: dict[str, str]) -> None:
+    name = next(iter(env))
+    with pytest.raises(SettingsError, match=name):
+        load_settings(env={"AUTH_JWT_SECRET": STRONG, **env}, config_dir=tmp_path)
+
+
+def test_cluster_url_and_replica_urls_are_masked(tmp_path: Path) -> None:
+    s = load_settings(env={
+        "AUTH_JWT_SECRET": STRONG,
+        "REDIS_URL": "redis+cluster://:cl-pass-1@r1:7000,r2:7001/",
+        "DATABASE_READ_URL": "postgresql://reader:ro-pass-2@replica:5432/coupons",
+        "DATABASE_LISTEN_URL": "postgresql://app:li-pass-3@primary:5432/coupons",
+        "DB_STATEMENT_CACHE_SIZE": "0",
+        "LOG_LEVEL": "debug",
+    }, config_dir=tmp_path)
+    assert s.redis_cluster and s.db_statement_cache_size == 0
+    text = repr(s.masked())
+    for secret in ("cl-pass-1", "ro-pass-2", "li-pass-3"):
+        assert secret not in text
+    assert s.masked()["database_read_url"] == "postgresql://reader:***@replica:5432/coupons"
+    assert not load_settings(env={"AUTH_JWT_SECRET": STRONG, "REDIS_URL": "redis://r:6379/0"},
+                             config_dir=tmp_path).redis_cluster

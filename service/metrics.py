@@ -1,0 +1,118 @@
+"""Prometheus metrics (`GET /metrics`), safe with several worker processes.
+
+With `serve --workers N` (N > 1) every worker writes its values to files under
+`PROMETHEUS_MULTIPROC_DIR` (prometheus-client's multiprocess mode; `serve` creates and empties
+the directory before the workers start, see service/cli.py), and whichever worker answers a
+scrape merges them all: counters and histograms are summed over workers (dead ones included, so
+a total never goes back), gauges per their mode below. The mode is chosen when prometheus-client
+is first imported, so the variable must be set before that: `serve` does it.
+
+Names are `coupons_*`; label values are bounded sets (routes are templates, never raw paths).
+"""
+
+from __future__ import annotations
+
+import os
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as _multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# The hot path is ~1 ms from Redis and a few ms from PostgreSQL; the tail up to the 5 s
+# statement timeout.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0)
+
+REQUESTS = Counter(
+    "coupons_http_requests_total", "HTTP requests answered, by route template and status",
+    ["route", "method", "status"])
+LATENCY = Histogram(
+    "coupons_http_request_duration_seconds", "Time from request start to response, by route",
+    ["route"], buckets=LATENCY_BUCKETS)
+IN_FLIGHT = Gauge(
+    "coupons_http_requests_in_flight", "Requests being handled now",
+    multiprocess_mode="livesum")
+
+CACHE_LOOKUPS = Counter(
+    "coupons_cache_requests_total",
+    "Coupon pages answered, by cache outcome (local, hit, miss, coalesced, bypass)", ["outcome"])
+CACHE_FILLS = Counter(
+    "coupons_cache_fills_total",
+    "Pages written to Redis after a miss (result=stored), or refused because an invalidation "
+    "came first (result=stale_refused)", ["result"])
+CACHE_INVALIDATIONS = Counter(
+    "coupons_cache_invalidations_total",
+    "Invalidations applied, by source: member, coupon, tenant, truncate (database writes via "
+    "NOTIFY), use_api, flush (after a (re)connect or a lost invalidation)", ["source"])
+CACHE_TRUSTED = Gauge(
+    "coupons_cache_trusted",
+    "1 when this worker serves from the cache, 0 while it answers from PostgreSQL only",
+    ["pid"], multiprocess_mode="liveall")
+
+REDIS_ERRORS = Counter(
+    "coupons_redis_errors_total",
+    "Redis calls that failed (error, timeout) or were refused by the open circuit", ["kind"])
+
+DB_POOL_IN_USE = Gauge(
+    "coupons_db_pool_connections_in_use", "Pool connections checked out", ["pool"],
+    multiprocess_mode="livesum")
+DB_POOL_WAITING = Gauge(
+    "coupons_db_pool_waiting", "Callers waiting for a pool connection", ["pool"],
+    multiprocess_mode="livesum")
+DB_POOL_MAX = Gauge(
+    "coupons_db_pool_max_connections", "Configured pool size (summed over workers)", ["pool"],
+    multiprocess_mode="livesum")
+DB_READS = Counter(
+    "coupons_db_page_reads_total",
+    "Page queries by server: replica, or primary (reason: no_replica, replica_behind, "
+    "replica_error)", ["server", "reason"])
+
+LISTENER_UP = Gauge(
+    "coupons_listener_connected",
+    "1 while this worker's LISTEN connection is connected and proven alive", ["pid"],
+    multiprocess_mode="liveall")
+LISTENER_CONNECTS = Counter(
+    "coupons_listener_connects_total", "LISTEN (re)connections that completed their flush")
+LISTENER_NOTIFICATIONS = Counter(
+    "coupons_listener_notifications_total", "Invalidation notifications received")
+
+RATE_LIMIT_REJECTIONS = Counter(
+    "coupons_rate_limit_rejections_total",
+    "Requests refused with 429 by the rate limiter, by the limit that refused them "
+    "(e.g. member, staff, ip)", ["scope"])
+
+def pid_label() -> str:
+    # Resolved per call: a forked worker must not report its parent's pid.
+    return str(os.getpid())
+
+
+def registry() -> CollectorRegistry:
+    """What a scrape reads: every worker's files in multiprocess mode, else this process."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return REGISTRY
+    merged = CollectorRegistry()
+    _multiprocess.MultiProcessCollector(merged, path=directory)
+    return merged
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a finished worker's live gauges (its counters stay in the totals)."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        _multiprocess.mark_process_dead(pid, directory)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    body = generate_latest(registry())
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
