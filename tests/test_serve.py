@@ -327,7 +327,8 @@ async def test_two_workers_one_metrics_view_and_json_request_logs(
     # The member as a keyed hash: stable, 16 hex digits, never the id itself.
     assert len(first["member"]) == 16 and int(first["member"], 16) >= 0
     assert {requests[f"m-{i}"]["member"] for i in range(30)} == {first["member"]}
-    assert requests["m-3"]["cache"] == "hit"
+    # From Redis, or from the local layer if the same worker served this page before.
+    assert requests["m-3"]["cache"] in ("hit", "local")
     # Secrets never reach the log: not the JWT secret, not a token, not the service token.
     assert SECRET not in output and "Bearer" not in output and "eyJ" not in output
     settings_lines = [line for line in lines if line.get("msg") == "effective settings"]
