@@ -33,7 +33,9 @@ def member_hash_key(jwt_secret: str) -> bytes:
     return hmac.new(jwt_secret.encode(), b"coupons log member hash", hashlib.sha256).digest()
 
 
+@functools.lru_cache(maxsize=16384)
 def member_hash(key: bytes, uniacid: int, member_id: int) -> str:
+    # Memoised: one HMAC per request was a tenth of a cached answer's cost.
     return hmac.new(key, f"{uniacid}:{member_id}".encode(), hashlib.sha256).hexdigest()[:16]
 
 
