@@ -42,9 +42,9 @@ def zipf_member() -> int:
     return MEMBERS[bisect.bisect_left(_WEIGHTS, random.random() * _WEIGHTS[-1])]
 
 
-def staff_token(member: int) -> str:
+def staff_token(staff: str, member: int) -> str:
     now = int(time.time())
-    return jwt.encode({"uniacid": UNIACID, "member_id": member, "sub": "locust-staff",
+    return jwt.encode({"uniacid": UNIACID, "member_id": member, "sub": staff,
                        "iat": now, "exp": now + 3600}, SECRET, algorithm="HS256")
 
 
@@ -52,11 +52,13 @@ class SidebarUser(HttpUser):
     wait_time = between(0.5, 3)
 
     def on_start(self) -> None:
+        # Each simulated user is one staff member (rate limits are per staff and per member).
+        self.staff = f"locust-staff-{random.getrandbits(32):08x}"
         self.open_customer()
 
     def open_customer(self) -> None:
         self.member = zipf_member()
-        self.headers = {"Authorization": f"Bearer {staff_token(self.member)}"}
+        self.headers = {"Authorization": f"Bearer {staff_token(self.staff, self.member)}"}
         self.status, self.coupon_type, self.page, self.last_page = 1, 0, 1, 1
         self.unused_ids: list[int] = []
         self.fetch()
