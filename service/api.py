@@ -12,9 +12,16 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 from multidict import MultiDictProxy
 
-from service.auth import authenticate, authenticate_service
+from service.auth import authenticate_service
 from service.errors import ApiError
-from service.keys import clock_key, pages_key, redis_key, repository_key, settings_key
+from service.keys import (
+    clock_key,
+    pages_key,
+    redis_key,
+    repository_key,
+    settings_key,
+    verifier_key,
+)
 from service.repository import PageQuery, UseRefused
 from service.schemas import COUPONS_SCHEMA, MALL_ROUTER_SCHEMA, first_message
 
@@ -43,7 +50,12 @@ async def read_params(request: web.Request) -> dict[str, Any]:
     if request.method != "POST" or not request.body_exists:
         return params
     try:
-        body = await _read_body(request)
+        # A client trickling its body must not hold the request open for long.
+        async with asyncio.timeout(request.app[settings_key].body_timeout_seconds):
+            body = await _read_body(request)
+    except TimeoutError:
+        msg = "请求体发送超时"
+        raise ApiError(408, msg, {"body": [msg]}) from None
     except BAD_BODY:
         # A charset Python does not know, a corrupt compressed body, broken form encoding.
         raise _bad_request("body", "请求体无法解析，请检查编码与内容类型") from None
@@ -84,18 +96,25 @@ def validate(schema: Schema, raw: Mapping[str, Any]) -> dict[str, Any]:
 
 async def coupons(request: web.Request) -> web.Response:
     app = request.app
-    settings = app[settings_key]
     mall_router = request.path == PATH_MALL_ROUTER
     if mall_router and request.query.get("route") != ROUTE_NAME:
         raise web.HTTPNotFound()
-    now = app[clock_key].now()
-    principal = authenticate(request, settings.auth_jwt_secret, settings.auth_jwt_leeway_seconds,
-                             int(now.timestamp()))
+    clock = app[clock_key]
+    now = clock.now()
+    principal = app[verifier_key].authenticate(request, int(now.timestamp()))
     params = validate(MALL_ROUTER_SCHEMA if mall_router else COUPONS_SCHEMA,
                       await read_params(request))
     if mall_router and params["i"] != principal.uniacid:
         msg = "参数 i 与身份令牌的商户不一致"
         raise ApiError(403, msg, {"i": [msg]})
+    # A token naming the member decides alone (a `user_id` beside it is ignored); a staff token
+    # reads only the contact it names, if its staff member follows that contact.
+    contact = None
+    if principal.member_id is None:
+        contact = params.get("user_id")
+        if contact is None:
+            msg = "缺少参数 user_id（身份令牌未指定会员时必填）"
+            raise ApiError(400, msg, {"user_id": [msg]})
     query = PageQuery(
         uniacid=principal.uniacid,
         member_id=principal.member_id,
@@ -103,8 +122,11 @@ async def coupons(request: web.Request) -> web.Response:
         coupon_type=params["coupon_type"],
         page=params["page"],
         pagesize=params["pagesize"],
+        staff_userid=principal.staff_id if contact is not None else None,
+        external_userid=contact,
     )
-    result = await app[pages_key].get(query, now)
+    result = await app[pages_key].get(query, now, staff_id=principal.staff_id,
+                                      now_ms=clock.now_ms())
     etag = f'"{result.etag}"'
     headers = {"ETag": etag, "Cache-Control": "private, no-cache", "X-Cache": result.outcome}
     if etag_matches(request.headers.get("If-None-Match"), etag):

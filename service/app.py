@@ -13,19 +13,24 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from service.api import setup_routes
+from service.auth import TokenVerifier
 from service.cache import CircuitBreaker, PageCache
 from service.clock import Clock, SystemClock
-from service.errors import error_middleware
+from service.contacts import ContactCache
+from service.errors import error_middleware_for, server_log
 from service.keys import (
     clock_key,
     db_pool_key,
+    limiter_key,
     listener_key,
     pages_key,
     redis_key,
     repository_key,
     settings_key,
+    verifier_key,
 )
-from service.listener import InvalidationListener
+from service.limits import Rate, RateLimiter
+from service.listener import InvalidationListener, stop_task
 from service.pages import CacheTrust, CouponPages
 from service.repository import CouponRepository, keep_session, warm_connection
 from service.settings import Settings
@@ -39,11 +44,20 @@ def setup_database(app: web.Application) -> None:
             min_size=settings.db_pool_min_size,
             max_size=settings.db_pool_max_size,
             command_timeout=settings.db_command_timeout_seconds,
+            # Startup parameters, so they hold for the session whatever a statement does:
+            # the server cancels anything slower than the bound (a 503 for the caller).
+            server_settings={
+                "statement_timeout": str(settings.db_statement_timeout_ms),
+                "lock_timeout": str(settings.db_statement_timeout_ms),
+                "idle_in_transaction_session_timeout": str(settings.db_statement_timeout_ms * 5),
+                "application_name": "coupons-sidebar",
+            },
             init=warm_connection,
             reset=keep_session,
         )
         app[db_pool_key] = pool
-        app[repository_key] = CouponRepository(pool, settings.display_tz)
+        app[repository_key] = CouponRepository(pool, settings.display_tz,
+                                               settings.db_acquire_timeout_seconds)
         try:
             yield
         finally:
@@ -92,7 +106,9 @@ def setup_pages(app: web.Application) -> None:
         )
         pages = CouponPages(app[repository_key], cache, CacheTrust(),
                             shape=settings.response_shape, tz=settings.tz,
-                            ttl_seconds=settings.cache_ttl_seconds)
+                            ttl_seconds=settings.cache_ttl_seconds,
+                            limiter=app[limiter_key],
+                            contacts=ContactCache(settings.contact_cache_size))
         app[pages_key] = pages
         listener = InvalidationListener(
             settings.database_url, pages, app[repository_key],
@@ -109,8 +125,7 @@ def setup_pages(app: web.Application) -> None:
         try:
             yield
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await stop_task(task)
 
     app.cleanup_ctx.append(pages_ctx)
 
@@ -123,14 +138,43 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
         response.headers["Cache-Control"] = "private, no-cache"
 
 
+def rate_limiter(settings: Settings) -> RateLimiter:
+    def rate(per_minute: int, burst: int) -> Rate | None:
+        return Rate(per_minute, burst) if per_minute > 0 else None
+
+    return RateLimiter(
+        prefix=settings.cache_prefix,
+        staff=rate(settings.rate_limit_staff_per_minute, settings.rate_limit_staff_burst),
+        member=rate(settings.rate_limit_member_per_minute, settings.rate_limit_member_burst),
+    )
+
+
+def handler_args(settings: Settings) -> dict[str, object]:
+    """aiohttp's per-connection bounds (README "Security"): every runner of this app, the CLI's
+    and the tests' alike, gets them, so a huge or idle client is cut off the same way."""
+    return {
+        "max_line_size": settings.http_max_line_bytes,
+        "max_field_size": settings.http_max_field_bytes,
+        "max_headers": settings.http_max_headers,
+        "keepalive_timeout": settings.http_keepalive_seconds,
+        # After a response that left body bytes unread, wait at most this long for them.
+        "lingering_time": 1.0,
+        "logger": server_log,
+    }
+
+
 def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
     if settings.database_url is None or settings.redis_url is None:
         raise ValueError("create_app needs resolved DATABASE_URL and REDIS_URL")
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=settings.max_body_bytes
+        middlewares=[error_middleware_for(settings.request_timeout_seconds)],
+        client_max_size=settings.max_body_bytes,
+        handler_args=handler_args(settings),
     )
     app[settings_key] = settings
     app[clock_key] = clock or SystemClock()
+    app[verifier_key] = TokenVerifier.from_settings(settings)
+    app[limiter_key] = rate_limiter(settings)
     app.on_response_prepare.append(_security_headers)
     setup_database(app)
     setup_redis(app)

@@ -19,7 +19,9 @@ import orjson
 
 from service import domain
 from service.cache import CachedPage, CacheUnavailable, PageCache
+from service.contacts import ContactCache, ContactKey
 from service.errors import ApiError
+from service.limits import Check, RateLimiter
 from service.repository import CouponPage, CouponRepository, PageQuery
 
 log = logging.getLogger("service.pages")
@@ -105,12 +107,20 @@ def check_member(page: CouponPage, uniacid: int) -> None:
         raise ApiError(403, msg, {"member_id": [msg]})
 
 
+def not_following() -> ApiError:
+    msg = "参数 user_id 不是当前员工的外部联系人"
+    return ApiError(403, msg, {"user_id": [msg]})
+
+
 class CouponPages:
     def __init__(self, repository: CouponRepository, cache: PageCache, trust: CacheTrust, *,
-                 shape: str, tz: ZoneInfo, ttl_seconds: int) -> None:
+                 shape: str, tz: ZoneInfo, ttl_seconds: int, limiter: RateLimiter,
+                 contacts: ContactCache) -> None:
         self.repository = repository
         self.cache = cache
         self.trust = trust
+        self.limiter = limiter
+        self.contacts = contacts
         self.shape = shape
         self.tz = tz
         self.ttl = ttl_seconds
@@ -122,26 +132,92 @@ class CouponPages:
         return (f"{query.status}:{query.coupon_type}:{query.page}:{query.pagesize}:"
                 f"{self.shape}")
 
-    async def get(self, query: PageQuery, now: dt.datetime) -> PageResult:
-        if not self.trust.usable:
-            return await self._from_database(query, now, outcome="bypass")
+    async def get(self, query: PageQuery, now: dt.datetime, *, staff_id: str,
+                  now_ms: int) -> PageResult:
+        """The page for `query`, after the rate limits of `staff_id` and of the member (429)."""
+        if query.member_id is None:
+            key = (query.uniacid, query.staff_userid or "", query.external_userid or "")
+            uid = self.contacts.get(key) if self.trust.usable else None
+            if uid is None:
+                await self._limit(self.limiter.checks(query.uniacid, staff_id, None), now_ms)
+                return await self._resolve_contact(query, key, now)
+            query = dataclasses.replace(query, member_id=uid)
         member = (query.uniacid, query.member_id)
         field = self.field(query)
+        checks = self.limiter.checks(query.uniacid, staff_id, query.member_id)
+        if not self.trust.usable:
+            await self._limit(checks, now_ms)
+            return await self._from_database(query, now, outcome="bypass")
+        if not checks:
+            # No limiter: a burst on one page coalesces before any Redis call (the leader reads).
+            return await self._single_flight(query, member, field, now, read_failed=False)
+        # One round trip: the limiter's calls and the page's read in one pipeline.
+        def queue(pipe: Any) -> None:
+            RateLimiter.queue(pipe, checks, now_ms)
+            pipe.hget(self.cache.member_key(*member), field)
+
+        try:
+            replies = await self.cache.batch(queue, RateLimiter.load)
+        except CacheUnavailable as exc:
+            if checks:
+                self.limiter.fail_open(str(exc))
+            read_failed = True
+        else:
+            self.limiter.decide(replies[:-1])
+            raw = replies[-1]
+            cached = None if raw is None else CachedPage.decode(raw)
+            if cached is not None and cached.fresh_at(int(now.timestamp())):
+                self.stats["hit"] += 1
+                return PageResult(cached.body, cached.etag, "hit")
+            read_failed = False
+        return await self._single_flight(query, member, field, now, read_failed)
+
+    async def _limit(self, checks: list[Check], now_ms: int) -> None:
+        """The limiter alone (no page read to share its round trip with)."""
+        if not checks:
+            return
+        try:
+            replies = await self.cache.batch(
+                lambda pipe: RateLimiter.queue(pipe, checks, now_ms), RateLimiter.load)
+        except CacheUnavailable as exc:
+            self.limiter.fail_open(str(exc))
+            return
+        self.limiter.decide(replies)
+
+    async def _resolve_contact(self, query: PageQuery, key: ContactKey,
+                               now: dt.datetime) -> PageResult:
+        """A staff token's contact not yet known here: the page's one statement resolves the
+        member (and checks the follow); the mapping is remembered for the next request, whose
+        page then comes from the cache. This page itself is not cached: its read did not go
+        through `prepare`, so nothing could refuse a stale fill."""
+        generation = self.contacts.generation
+        page = await self.repository.page(query, now)
+        if page.member_uid is None:
+            raise not_following()
+        check_member(page, query.uniacid)
+        if self.trust.usable:
+            self.contacts.put(key, page.member_uid, generation)
+        body = render_body(page, query, self.shape, self.tz)
+        self.stats["miss"] += 1
+        return PageResult(body, etag_of(body), "miss")
+
+    async def _single_flight(self, query: PageQuery, member: tuple[int, int], field: str,
+                             now: dt.datetime, read_failed: bool) -> PageResult:
         fields = self._inflight.setdefault(member, {})
         leader = fields.get(field)
         if leader is not None:
-            # Someone is already looking this page up: wait for their answer (one Redis read,
-            # at most one query, for any burst on a cold page).
+            # Someone is already loading this page: wait for their answer (at most one query
+            # for any burst on a cold page).
             self.stats["coalesced"] += 1
             try:
                 result = await asyncio.shield(leader)
             except LeaderGone:
-                return await self.get(query, now)
+                return await self._single_flight(query, member, field, now, read_failed)
             return dataclasses.replace(result, outcome="coalesced")
         leader = asyncio.get_running_loop().create_future()
         fields[field] = leader
         try:
-            result = await self._lookup(query, member, field, now)
+            result = await self._lookup(query, field, now, read_failed)
         except asyncio.CancelledError:
             leader.set_exception(LeaderGone())
             raise
@@ -158,11 +234,17 @@ class CouponPages:
                     del self._inflight[member]
             leader.exception()  # mark retrieved: there may be no waiters
 
-    async def _lookup(self, query: PageQuery, member: tuple[int, int], field: str,
-                      now: dt.datetime) -> PageResult:
-        try:
-            cached = await self.cache.get(*member, field)
-        except CacheUnavailable:
+    async def _lookup(self, query: PageQuery, field: str, now: dt.datetime,
+                      read_failed: bool) -> PageResult:
+        # The leader reads again: a load that finished between this request's first read and
+        # now has filled the page (a burst on a cold page runs one query, not one per wave).
+        cached = None
+        if not read_failed:
+            try:
+                cached = await self.cache.get(query.uniacid, query.member_id or 0, field)
+            except CacheUnavailable:
+                read_failed = True
+        if read_failed:
             # A failed read loses no invalidation: answer from PostgreSQL, keep trusting.
             return await self._from_database(query, now, outcome="bypass")
         if cached is not None and cached.fresh_at(int(now.timestamp())):
@@ -238,9 +320,17 @@ class CouponPages:
         except CacheUnavailable:
             self.trust.lost(f"invalidation of tenant {uniacid} failed")
 
+    def forget_contact(self, key: ContactKey) -> None:
+        self.contacts.forget(key)
+
+    def forget_contacts(self, uniacid: int) -> None:
+        self.contacts.forget_tenant(uniacid)
+
     async def flush_all(self) -> bool:
         losses_before = self.trust.losses
         self._inflight.clear()
+        # Mappings learnt while a notification may have been lost go with the pages.
+        self.contacts.clear()
         try:
             count = await self.cache.flush_all()
         except CacheUnavailable:

@@ -1,18 +1,32 @@
--- name: coupon_page(uniacid, member_id, status, use_types, coupon_methods, near_only, now, tz, page_limit, page_offset)
--- One response in one round trip: the tenant's settings, where the member lives, the total of the
--- tab, the rows of the page with every name the items show, and `valid_until`: the first whole
--- second (unix) at which any of the member's unused coupons changes tab (its end passes) or
--- near-expiration flag (its end minus the tenant's window), i.e. when a cached copy of any of
--- the member's pages stops being true by the clock alone (NULL: never).
+-- name: coupon_page(uniacid, member_id, staff_userid, external_userid, status, use_types, coupon_methods, near_only, now, tz, page_limit, page_offset)
+-- One response in one round trip: who the member is, the tenant's settings, where the member
+-- lives, the total of the tab, the rows of the page with every name the items show, and
+-- `valid_until`: the first whole second (unix) at which any of the member's unused coupons
+-- changes tab (its end passes) or near-expiration flag (its end minus the tenant's window), i.e.
+-- when a cached copy of any of the member's pages stops being true by the clock alone (NULL:
+-- never).
+-- The member is :member_id (a token that names it) or, when that is NULL, the member that the
+-- staff member :staff_userid follows as WeCom contact :external_userid in the tenant (NULL when
+-- no such follow, or when rows of the follow disagree on the member: never a guess).
 -- The first row carries the header columns; when the page is empty it is the only row and its
 -- item columns are NULL. :status 1 unused, 2 expired, 3 used; :use_types / :coupon_methods NULL
 -- mean "any". A coupon's end is coupon_end_at() (sql/migrations/0003_coupon_end_at.sql).
-WITH setting AS (
+WITH who AS MATERIALIZED (
+    SELECT coalesce(:member_id::bigint, (
+        SELECT CASE WHEN count(DISTINCT wc.uid) = 1 THEN min(wc.uid) END
+        FROM yz_wecom_contact AS wc
+        WHERE wc.uniacid = :uniacid
+          AND wc.staff_userid = :staff_userid::text
+          AND wc.external_userid = :external_userid::text)) AS uid
+),
+setting AS (
     SELECT coalesce(ts.coupon_transfer, false)      AS coupon_transfer,
            coalesce(ts.store_plugin, true)          AS store_plugin,
            coalesce(ts.hotel_plugin, true)          AS hotel_plugin,
            coalesce(ts.near_expiration_days, 3)     AS near_expiration_days,
-           (SELECT m.uniacid FROM yz_member AS m WHERE m.uid = :member_id) AS member_uniacid
+           (SELECT uid FROM who)                    AS member_uid,
+           (SELECT m.uniacid FROM yz_member AS m
+            WHERE m.uid = (SELECT uid FROM who))    AS member_uniacid
     FROM (SELECT 1) AS one
     LEFT JOIN yz_tenant_setting AS ts ON ts.uniacid = :uniacid
 ),
@@ -28,7 +42,7 @@ matching AS (
         SELECT coupon_end_at(c.time_limit, c.time_days, c.time_end, mc.get_time, :tz::text) AS end_at
     ) AS e
     WHERE mc.uniacid = :uniacid
-      AND mc.uid = :member_id
+      AND mc.uid = (SELECT uid FROM who)
       AND mc.is_member_deleted = 0
       AND mc.used = CASE WHEN :status::int = 3 THEN 1 ELSE 0 END
       AND (:status::int = 3
@@ -63,13 +77,14 @@ horizon AS (
                       - s.near_expiration_days * interval '86400 seconds'))::bigint)
     ) AS v(t)
     WHERE mc.uniacid = :uniacid
-      AND mc.uid = :member_id
+      AND mc.uid = (SELECT uid FROM who)
       AND mc.is_member_deleted = 0
       AND mc.used = 0
       AND e.end_at IS NOT NULL
       AND v.t > extract(epoch FROM :now::timestamptz)
 )
-SELECT s.coupon_transfer, s.store_plugin, s.hotel_plugin, s.member_uniacid, counted.total,
+SELECT s.coupon_transfer, s.store_plugin, s.hotel_plugin, s.member_uid, s.member_uniacid,
+       counted.total,
        horizon.valid_until,
        mc.id, mc.coupon_id, mc.used, mc.use_time, mc.get_time, p.end_at, p.near,
        c.name, c.coupon_method, c.deduct, c.discount, c.enough, c.use_type,
