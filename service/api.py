@@ -16,6 +16,7 @@ from service.auth import authenticate_service
 from service.errors import ApiError
 from service.keys import (
     clock_key,
+    openapi_key,
     pages_key,
     redis_key,
     repository_key,
@@ -173,6 +174,10 @@ async def use_member_coupon(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[openapi_key], content_type="application/json")
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -204,3 +209,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post(r"/internal/member-coupons/{id:\d+}/use", use_member_coupon)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/openapi.json", openapi_json)

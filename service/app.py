@@ -8,21 +8,23 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import redis.asyncio as aioredis
-from aiohttp import web
+from aiohttp import web, web_protocol, web_server
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from service import openapi
 from service.api import setup_routes
 from service.auth import TokenVerifier
 from service.cache import CircuitBreaker, PageCache
 from service.clock import Clock, SystemClock
 from service.contacts import ContactCache
-from service.errors import error_middleware_for, server_log
+from service.errors import HTTP_ERRORS, envelope, error_middleware_for, server_log
 from service.keys import (
     clock_key,
     db_pool_key,
     limiter_key,
     listener_key,
+    openapi_key,
     pages_key,
     redis_key,
     repository_key,
@@ -130,9 +132,41 @@ def setup_pages(app: web.Application) -> None:
     app.cleanup_ctx.append(pages_ctx)
 
 
+SERVER_NAME = "coupons"
+
+
+class _EnvelopeRequestHandler(web_protocol.RequestHandler):
+    """aiohttp answers a malformed request (a header over the size bound, a broken request
+    line, bytes that are not HTTP) itself, before the app's middleware and signals run: as
+    plain text that quotes the offending request bytes (an Authorization header among them),
+    with aiohttp's and Python's versions in `Server`. Here that answer is the contract's
+    envelope, without either."""
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        self.logger.warning("malformed request", exc_info=exc)  # the safe logger: kind only
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started")
+        if status >= 500:
+            response = web.Response(status=status, text="Internal Server Error")
+        else:
+            field, msg = HTTP_ERRORS.get(status, ("request", "请求格式不正确"))
+            response = envelope(status, msg, {field: [msg]})
+        response.headers["Server"] = SERVER_NAME
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.force_close()
+        return response
+
+
+# The one place aiohttp builds a connection's handler (web_server.Server.__call__) looks this
+# name up at call time; aiohttp offers no option for the class.
+web_server.RequestHandler = _EnvelopeRequestHandler  # type: ignore[misc]
+
+
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     # No server version on the wire; JSON is never sniffed into something executable.
-    response.headers["Server"] = "coupons"
+    response.headers["Server"] = SERVER_NAME
     response.headers["X-Content-Type-Options"] = "nosniff"
     if "Cache-Control" not in response.headers:
         response.headers["Cache-Control"] = "private, no-cache"
@@ -175,6 +209,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[clock_key] = clock or SystemClock()
     app[verifier_key] = TokenVerifier.from_settings(settings)
     app[limiter_key] = rate_limiter(settings)
+    app[openapi_key] = openapi.document()
     app.on_response_prepare.append(_security_headers)
     setup_database(app)
     setup_redis(app)

@@ -64,6 +64,9 @@ def _run_worker(settings: Settings, sock: socket.socket | None, host: str, port:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         uvloop = None
+    # The per-connection bounds (header line and field sizes, header count, keep-alive) are the
+    # app's `handler_args` (service.app.handler_args), which AppRunner hands to every
+    # connection's handler: this runner, the tests' and any other get the same ones.
     web.run_app(
         create_app(settings),
         sock=sock,
@@ -72,6 +75,9 @@ def _run_worker(settings: Settings, sock: socket.socket | None, host: str, port:
         access_log=None,
         print=None,
         shutdown_timeout=10.0,
+        keepalive_timeout=settings.http_keepalive_seconds,
+        # A client that hangs up stops its request's work (loads and fills are shielded).
+        handler_cancellation=True,
         loop=uvloop.new_event_loop() if uvloop else None,
     )
 

@@ -81,7 +81,7 @@ def envelope(status: int, msg: str, errors: Mapping[str, Sequence[str]] | None =
 
 
 # Errors aiohttp raises itself (routing, body size): what the caller is told.
-_HTTP_ERRORS: Mapping[int, tuple[str, str]] = {
+HTTP_ERRORS: Mapping[int, tuple[str, str]] = {
     400: ("request", "请求格式不正确"),
     404: ("route", "请求的接口不存在"),
     405: ("method", "请求方法不被允许"),
@@ -92,7 +92,8 @@ UNAVAILABLE_MSG = "服务暂时不可用，请稍后重试"
 # The database or the network to it failed: the caller may retry; nothing about it is shown.
 UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError,
                asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
-               asyncpg.TooManyConnectionsError, asyncpg.QueryCanceledError)
+               asyncpg.TooManyConnectionsError, asyncpg.QueryCanceledError,
+               asyncpg.LockNotAvailableError)
 
 
 def error_middleware_for(request_timeout: float):
@@ -112,7 +113,7 @@ def error_middleware_for(request_timeout: float):
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            field, msg = _HTTP_ERRORS.get(exc.status, ("request", exc.reason))
+            field, msg = HTTP_ERRORS.get(exc.status, ("request", exc.reason))
             headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
             response = envelope(exc.status, msg, {field: [msg]}, headers)
         except UNAVAILABLE as exc:

@@ -124,7 +124,9 @@ def make_client(aiohttp_client, db, clock):
     """Build a test client for any settings (response shape, pool size...)."""
 
     async def build(settings: Settings, **kwargs: Any) -> TestClient:
-        return await aiohttp_client(create_app(settings, kwargs.get("clock", clock)))
+        # As `python -m service serve` runs it: a client that hangs up cancels its handler.
+        return await aiohttp_client(create_app(settings, kwargs.get("clock", clock)),
+                                    server_kwargs={"handler_cancellation": True})
 
     return build
 
