@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint fuzz clean
 
 install: $(VENV)/.installed
 
@@ -17,6 +17,11 @@ run: install
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# A long schemathesis run against /openapi.json (the suite runs a short one): FUZZ_EXAMPLES
+# examples per operation and mode.
+fuzz: install
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1000} $(PY) -m pytest tests/test_fuzz.py -q $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
