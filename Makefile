@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench fuzz clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,10 @@ test: install
 bench: install
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(PY) -m bench
+# A long schemathesis run against /openapi.json (the suite runs a short one): FUZZ_EXAMPLES
+# examples per operation and mode.
+fuzz: install
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1000} $(PY) -m pytest tests/test_fuzz.py -q $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

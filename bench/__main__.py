@@ -159,8 +159,11 @@ def main() -> None:
     with resolved(load_settings()) as settings:
         asyncio.run(migrate(settings.database_url, display_tz=settings.display_tz))
         asyncio.run(load_demo_data(settings.database_url))
+        # One staff member on one member at full speed: rate limits off (they are measured
+        # apart, in tests/test_limits.py), request logs as configured.
         env = {**os.environ, "DATABASE_URL": settings.database_url,
-               "REDIS_URL": settings.redis_url, "AUTH_JWT_SECRET": settings.auth_jwt_secret}
+               "REDIS_URL": settings.redis_url, "AUTH_JWT_SECRET": settings.auth_jwt_secret,
+               "RATE_LIMIT_STAFF_PER_MINUTE": "0", "RATE_LIMIT_MEMBER_PER_MINUTE": "0"}
         token = issue_token(settings.auth_jwt_secret, 1, 2, "bench", 86_400, int(time.time()))
         proc, port = start("b_local_hits", env, Path("/dev/null"))
         try:

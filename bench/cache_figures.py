@@ -188,7 +188,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
     with resolved(load_settings()) as settings:
-        settings = dataclasses.replace(settings, db_pool_max_size=4)
+        settings = dataclasses.replace(settings, db_pool_max_size=4,
+                                       rate_limit_staff_per_minute=0,
+                                       rate_limit_member_per_minute=0)
         results = asyncio.run(measure(settings, args.writes, args.requests))
     for result in results:
         print(json.dumps(result, ensure_ascii=False))

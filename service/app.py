@@ -7,26 +7,32 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import asyncpg
-from aiohttp import web
+from aiohttp import web, web_protocol, web_server
 
-from service import metrics
+from service import metrics, openapi
 from service.api import setup_routes
+from service.auth import TokenVerifier
 from service.cache import CircuitBreaker, PageCache
 from service.clock import Clock, SystemClock
-from service.errors import error_middleware
+from service.contacts import ContactCache
+from service.errors import HTTP_ERRORS, envelope, error_middleware_for, server_log
 from service.keys import (
     clock_key,
     db_pool_key,
     draining_key,
+    limiter_key,
     listener_key,
     member_hash_key_key,
+    openapi_key,
     pages_key,
     read_pool_key,
     redis_key,
     repository_key,
     settings_key,
+    verifier_key,
 )
-from service.listener import InvalidationListener
+from service.limits import Rate, RateLimiter
+from service.listener import InvalidationListener, stop_task
 from service.localcache import LocalCache
 from service.observe import member_hash_key, observe_middleware
 from service.pages import CacheTrust, CouponPages
@@ -44,6 +50,14 @@ def _create_pool(settings: Settings, dsn: str) -> asyncpg.Pool:
         # 0 under PgBouncer transaction pooling: a named prepared statement lives on one server
         # connection, and the next transaction may run on another (README).
         statement_cache_size=settings.db_statement_cache_size,
+        # Startup parameters, so they hold for the session whatever a statement does: the
+        # server cancels anything slower than the bound (a 503 for the caller).
+        server_settings={
+            "statement_timeout": str(settings.db_statement_timeout_ms),
+            "lock_timeout": str(settings.db_statement_timeout_ms),
+            "idle_in_transaction_session_timeout": str(settings.db_statement_timeout_ms * 5),
+            "application_name": "coupons-sidebar",
+        },
         init=warm_connection,
         reset=keep_session,
     )
@@ -78,7 +92,8 @@ def setup_database(app: web.Application) -> None:
                     metrics.DB_POOL_MAX.labels(name).inc(settings.db_pool_max_size)
                     stack.callback(metrics.DB_POOL_MAX.labels(name).dec,
                                    settings.db_pool_max_size)
-            repository = CouponRepository(pool, settings.total_cap, read_pool=read_pool)
+            repository = CouponRepository(pool, settings.total_cap, read_pool=read_pool,
+                                          acquire_timeout=settings.db_acquire_timeout_seconds)
             app[repository_key] = repository
             # Coupon ends are stored, computed in the zone `migrate` recorded: serving with
             # another DISPLAY_TZ would put coupons in the wrong tab around midnight.
@@ -121,9 +136,12 @@ def setup_pages(app: web.Application) -> None:
         )
         local = (LocalCache(settings.local_cache_max_bytes, settings.local_cache_ttl_seconds)
                  if settings.local_cache_enabled else None)
-        pages = CouponPages(app[repository_key], cache if settings.cache_enabled else None,
-                            CacheTrust(), shape=settings.response_shape, tz=settings.tz,
-                            ttl_seconds=settings.cache_ttl_seconds, local=local)
+        pages = CouponPages(app[repository_key], cache, CacheTrust(),
+                            shape=settings.response_shape, tz=settings.tz,
+                            ttl_seconds=settings.cache_ttl_seconds, local=local,
+                            limiter=app[limiter_key],
+                            contacts=ContactCache(settings.contact_cache_size),
+                            enabled=settings.cache_enabled)
         app[pages_key] = pages
         listener = InvalidationListener(
             settings.database_listen_url or settings.database_url, pages, app[repository_key],
@@ -140,18 +158,74 @@ def setup_pages(app: web.Application) -> None:
         try:
             yield
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await stop_task(task)
 
     app.cleanup_ctx.append(pages_ctx)
 
 
+SERVER_NAME = "coupons"
+
+
+class _EnvelopeRequestHandler(web_protocol.RequestHandler):
+    """aiohttp answers a malformed request (a header over the size bound, a broken request
+    line, bytes that are not HTTP) itself, before the app's middleware and signals run: as
+    plain text that quotes the offending request bytes (an Authorization header among them),
+    with aiohttp's and Python's versions in `Server`. Here that answer is the contract's
+    envelope, without either."""
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        self.logger.warning("malformed request", exc_info=exc)  # the safe logger: kind only
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started")
+        if status >= 500:
+            response = web.Response(status=status, text="Internal Server Error")
+        else:
+            field, msg = HTTP_ERRORS.get(status, ("request", "请求格式不正确"))
+            response = envelope(status, msg, {field: [msg]})
+        response.headers["Server"] = SERVER_NAME
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.force_close()
+        return response
+
+
+# The one place aiohttp builds a connection's handler (web_server.Server.__call__) looks this
+# name up at call time; aiohttp offers no option for the class.
+web_server.RequestHandler = _EnvelopeRequestHandler  # type: ignore[misc]
+
+
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     # No server version on the wire; JSON is never sniffed into something executable.
-    response.headers["Server"] = "coupons"
+    response.headers["Server"] = SERVER_NAME
     response.headers["X-Content-Type-Options"] = "nosniff"
     if "Cache-Control" not in response.headers:
         response.headers["Cache-Control"] = "private, no-cache"
+
+
+def rate_limiter(settings: Settings) -> RateLimiter:
+    def rate(per_minute: int, burst: int) -> Rate | None:
+        return Rate(per_minute, burst) if per_minute > 0 else None
+
+    return RateLimiter(
+        prefix=settings.cache_prefix,
+        staff=rate(settings.rate_limit_staff_per_minute, settings.rate_limit_staff_burst),
+        member=rate(settings.rate_limit_member_per_minute, settings.rate_limit_member_burst),
+    )
+
+
+def handler_args(settings: Settings) -> dict[str, object]:
+    """aiohttp's per-connection bounds (README "Security"): every runner of this app, the CLI's
+    and the tests' alike, gets them, so a huge or idle client is cut off the same way."""
+    return {
+        "max_line_size": settings.http_max_line_bytes,
+        "max_field_size": settings.http_max_field_bytes,
+        "max_headers": settings.http_max_headers,
+        "keepalive_timeout": settings.http_keepalive_seconds,
+        # After a response that left body bytes unread, wait at most this long for them.
+        "lingering_time": 1.0,
+        "logger": server_log,
+    }
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
@@ -159,13 +233,17 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
         raise ValueError("create_app needs resolved DATABASE_URL and REDIS_URL")
     app = web.Application(
         # observe first: it times and logs the final answer of the error middleware.
-        middlewares=[observe_middleware, error_middleware],
+        middlewares=[observe_middleware, error_middleware_for(settings.request_timeout_seconds)],
         client_max_size=settings.max_body_bytes,
+        handler_args=handler_args(settings),
     )
     app[settings_key] = settings
     app[clock_key] = clock or SystemClock()
     app[draining_key] = asyncio.Event()
     app[member_hash_key_key] = member_hash_key(settings.auth_jwt_secret)
+    app[verifier_key] = TokenVerifier.from_settings(settings)
+    app[limiter_key] = rate_limiter(settings)
+    app[openapi_key] = openapi.document()
     app.on_response_prepare.append(_security_headers)
     setup_database(app)
     setup_redis(app)

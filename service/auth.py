@@ -1,4 +1,15 @@
-"""Who is asking: the member comes from the caller's bearer token, never from a parameter."""
+"""Who is asking: the member comes from the caller's bearer token, never from a parameter.
+
+Two kinds of staff token (contract: The member; README: Security):
+- with `member_id`: the member is the token's;
+- without it (the WeCom sidebar knows only the contact it chats with): the request names the
+  contact's `external_userid` and the service resolves the member, only for a contact that the
+  token's staff member (`sub`) follows.
+HS256 tokens are verified with AUTH_JWT_SECRET; RS256 or ES256 ones (the mall's login service)
+with AUTH_JWT_PUBLIC_KEY. The algorithm named in a token's header only picks which of the two
+keys to try, and each key verifies exactly one algorithm: a token cannot make the public key act
+as an HMAC secret, and `alg: none` matches neither.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +23,19 @@ import jwt
 from aiohttp import web
 
 from service.errors import ApiError
+from service.settings import Settings, load_public_key
 
-ALGORITHMS = ["HS256"]
-REQUIRED_CLAIMS = ["exp", "sub", "uniacid", "member_id"]
+HMAC_ALGORITHM = "HS256"
+REQUIRED_CLAIMS = ["exp", "sub", "uniacid"]
+# A staff id ends up in rate-limit keys and SQL parameters: bounded like WeCom's userids (64).
+MAX_SUB_CHARS = 128
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="coupons"'}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Principal:
     uniacid: int
-    member_id: int
+    member_id: int | None  # None: a staff token; the member comes from the named contact
     staff_id: str
 
 
@@ -37,51 +51,85 @@ def _positive_int(claims: Mapping[str, Any], name: str, limit: int) -> int:
     return value
 
 
-@functools.lru_cache(maxsize=8192)
-def _verified(token: str, secret: str) -> tuple[Principal, float, float]:
-    """Signature and claims of a token, memoised: a sidebar repeats its token on every call, and
-    verifying it is the most expensive step of a cached answer. Only what depends on the token
-    alone is cached (a failure raises, and is not); `exp`/`nbf` are returned to be checked
-    against the clock on every request."""
-    try:
-        claims = jwt.decode(
-            token,
-            secret,
-            algorithms=ALGORITHMS,
-            options={"require": REQUIRED_CLAIMS, "verify_exp": False, "verify_nbf": False,
-                     "verify_iat": False},
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class TokenVerifier:
+    """Built once per app from the settings (parsing a PEM key per request would cost more than
+    verifying the token)."""
+
+    def __init__(self, secret: str, leeway: int, public_key: str = "") -> None:
+        self._keys: dict[str, Any] = {HMAC_ALGORITHM: secret}
+        if public_key:
+            key, algorithm = load_public_key(public_key)
+            self._keys[algorithm] = key
+        self.leeway = leeway
+        self._decode = functools.lru_cache(maxsize=8192)(self._decode_uncached)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenVerifier:
+        return cls(settings.auth_jwt_secret, settings.auth_jwt_leeway_seconds,
+                   settings.auth_jwt_public_key)
+
+    @property
+    def algorithms(self) -> list[str]:
+        return sorted(self._keys)
+
+    def authenticate(self, request: web.Request, now: int) -> Principal:
+        """The caller's principal; `now` (unix seconds) is the app's clock, so that expiry
+        follows the same clock as coupon status."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header:
+            raise _unauthorized("缺少身份令牌，请在 Authorization 头中携带 Bearer 令牌")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthorized("身份令牌格式不正确，应为 Authorization: Bearer <令牌>")
+        return self.verify(token.strip(), now)
+
+    def verify(self, token: str, now: int) -> Principal:
+        principal, exp, nbf, iat = self._decode(token)
+        leeway = self.leeway
+        # A token from the future (beyond the skew allowed) is refused, not trusted for longer.
+        if nbf > now + leeway or iat > now + leeway:
+            raise _unauthorized("身份令牌无效")
+        if exp + leeway <= now:
+            raise _unauthorized("身份令牌已过期")
+        return principal
+
+    def _decode_uncached(self, token: str) -> tuple[Principal, float, float, float]:
+        """Signature and claims: what depends on the token alone (time claims are checked per
+        request). Memoised per verifier: a sidebar repeats its token on every call, and this is
+        the most expensive step of a cached answer; a failure raises and is not cached."""
+        try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+            key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
+            if key is None:
+                raise _unauthorized("身份令牌无效")
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                options={"require": REQUIRED_CLAIMS, "verify_exp": False, "verify_nbf": False,
+                         "verify_iat": False, "verify_aud": False, "verify_iss": False},
+            )
+        except jwt.PyJWTError:
+            raise _unauthorized("身份令牌无效") from None
+        exp, nbf, iat = claims.get("exp"), claims.get("nbf", 0), claims.get("iat", 0)
+        if not _number(exp) or not _number(nbf) or not _number(iat):
+            raise _unauthorized("身份令牌无效")
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_CHARS:
+            raise _unauthorized("身份令牌无效")
+        member_id = None
+        if "member_id" in claims:
+            member_id = _positive_int(claims, "member_id", 2**63)
+        principal = Principal(
+            uniacid=_positive_int(claims, "uniacid", 2**31),  # yz_* uniacid columns are int4
+            member_id=member_id,
+            staff_id=sub,
         )
-    except jwt.PyJWTError:
-        raise _unauthorized("身份令牌无效") from None
-    exp, nbf = claims.get("exp"), claims.get("nbf", 0)
-    sub = claims.get("sub")
-    if (isinstance(exp, bool) or not isinstance(exp, int | float)
-            or isinstance(nbf, bool) or not isinstance(nbf, int | float)
-            or not isinstance(sub, str) or not sub):
-        raise _unauthorized("身份令牌无效")
-    principal = Principal(
-        uniacid=_positive_int(claims, "uniacid", 2**31),  # yz_* uniacid columns are int4
-        member_id=_positive_int(claims, "member_id", 2**63),
-        staff_id=sub,
-    )
-    return principal, exp, nbf
-
-
-def authenticate(request: web.Request, secret: str, leeway: int, now: int) -> Principal:
-    """The caller's principal; `now` (unix seconds) is the app's clock, so that expiry follows
-    the same clock as coupon status."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if not header:
-        raise _unauthorized("缺少身份令牌，请在 Authorization 头中携带 Bearer 令牌")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorized("身份令牌格式不正确，应为 Authorization: Bearer <令牌>")
-    principal, exp, nbf = _verified(token.strip(), secret)
-    if nbf > now + leeway:
-        raise _unauthorized("身份令牌无效")
-    if exp + leeway <= now:
-        raise _unauthorized("身份令牌已过期")
-    return principal
+        return principal, exp, nbf, iat
 
 
 def authenticate_service(request: web.Request, token: str) -> None:
@@ -92,9 +140,12 @@ def authenticate_service(request: web.Request, token: str) -> None:
         raise _unauthorized("服务令牌无效")
 
 
-def issue_token(secret: str, uniacid: int, member_id: int, staff_id: str, ttl_seconds: int,
-                now: int) -> str:
-    """A token for local tries and tests (the mall's login service issues the real ones)."""
-    claims = {"uniacid": uniacid, "member_id": member_id, "sub": staff_id,
-              "iat": now, "exp": now + ttl_seconds}
-    return jwt.encode(claims, secret, algorithm="HS256")
+def issue_token(secret: str, uniacid: int, member_id: int | None, staff_id: str,
+                ttl_seconds: int, now: int) -> str:
+    """A token for local tries and tests (the mall's login service issues the real ones);
+    `member_id` None: a staff token for the sidebar's contact flow."""
+    claims: dict[str, Any] = {"uniacid": uniacid, "sub": staff_id, "iat": now,
+                              "exp": now + ttl_seconds}
+    if member_id is not None:
+        claims["member_id"] = member_id
+    return jwt.encode(claims, secret, algorithm=HMAC_ALGORITHM)

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from service import metrics
 
@@ -178,6 +179,26 @@ class PageCache:
             raise asyncio.CancelledError
 
     # The hot path ----------------------------------------------------------------------------
+    async def batch(self, queue: Callable[[Pipeline], None],
+                    reload: Callable[[aioredis.Redis], Awaitable[None]] | None = None) -> list:
+        """The commands `queue` adds, in one pipeline: one round trip, bounded and guarded like
+        every call. A NOSCRIPT reply (Redis restarted since the script was loaded) is answered
+        by `reload` and one more try."""
+
+        async def run() -> list:
+            for attempt in range(2):
+                try:
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        queue(pipe)
+                        return await pipe.execute()
+                except NoScriptError:
+                    if attempt or reload is None:
+                        raise
+                    await reload(self.client)
+            raise AssertionError("unreachable")
+
+        return await self._call(run)
+
     async def get(self, uniacid: int, uid: int, field: str) -> CachedPage | None:
         raw = await self._call(lambda: self.client.hget(self.member_key(uniacid, uid), field))
         return None if raw is None else CachedPage.decode(raw)

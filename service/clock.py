@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Protocol
 
 
@@ -11,10 +12,17 @@ class Clock(Protocol):
         """Aware UTC datetime, whole seconds (the mall's PHP compares `time()` integers)."""
         ...
 
+    def now_ms(self) -> int:
+        """Unix milliseconds of the same clock (the rate limiter needs finer steps)."""
+        ...
+
 
 class SystemClock:
     def now(self) -> dt.datetime:
         return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
 
 
 class FixedClock:
@@ -25,6 +33,9 @@ class FixedClock:
 
     def now(self) -> dt.datetime:
         return self.at.astimezone(dt.UTC).replace(microsecond=0)
+
+    def now_ms(self) -> int:
+        return int(self.at.timestamp() * 1000)
 
     def set(self, at: dt.datetime) -> None:
         self.at = at

@@ -8,6 +8,7 @@ trusted again, and LISTEN is issued before that flush so nothing falls between t
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
@@ -23,6 +24,18 @@ log = logging.getLogger("service.listener")
 CHANNEL = "coupons_invalidate"
 # Payload kinds (sql/migrations/0002_invalidation_triggers.sql) -> the metric's source label.
 SOURCES = {"m": "member", "c": "coupon", "t": "tenant", "*": "truncate"}
+
+
+async def stop_task(task: asyncio.Task) -> None:
+    """Cancel `task` and wait for it to end. A cancellation can be swallowed inside a library
+    call (Python 3.11's asyncio.timeout loses one that races its own expiry), after which the
+    task would wait on its queue forever and hang shutdown: cancel again until it is done."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("background task %s ended with %s", task.get_name(),
+                    type(task.exception()).__name__)
 
 
 class InvalidationListener:
@@ -106,8 +119,7 @@ class InvalidationListener:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
         finally:
-            consumer.cancel()
-            await asyncio.gather(consumer, return_exceptions=True)
+            await stop_task(consumer)
 
     async def _consume(self) -> None:
         while True:
@@ -116,9 +128,9 @@ class InvalidationListener:
                 await self.apply(payload)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("invalidation %r failed", payload)
-                self.pages.trust.lost(f"invalidation {payload!r} failed")
+            except Exception as exc:
+                log.warning("invalidation %.80r failed: %s", payload, type(exc).__name__)
+                self.pages.trust.lost("an invalidation failed")
             else:
                 self.latencies.append(time.perf_counter() - received)
                 del self.latencies[:-10_000]
@@ -163,10 +175,20 @@ class InvalidationListener:
                 await self.pages.invalidate_tenant(uniacid)
             else:
                 await self.pages.invalidate_members(uniacid, holders)
+        elif kind == "w":
+            # A follow changed (sql/migrations/0004): `w:<uniacid>:<json [staff, contact]>`, or
+            # `w:<uniacid>` for a bulk write. Only the in-process mapping depends on it: pages are
+            # keyed by member, and a page is reached through the mapping.
+            uniacid, _, pair = rest.partition(":")
+            if pair:
+                staff, external = json.loads(pair)
+                self.pages.forget_contact((int(uniacid), staff, external))
+            else:
+                self.pages.forget_contacts(int(uniacid))
         elif kind == "*":
             await self.pages.flush_all()
         elif kind == "sync":
             self._synced.append(rest)
             del self._synced[:-100]
         else:
-            log.warning("unknown invalidation payload %r", payload)
+            log.warning("unknown invalidation payload %.80r", payload)

@@ -20,7 +20,9 @@ import orjson
 
 from service import domain
 from service.cache import CachedPage, CacheUnavailable, PageCache
+from service.contacts import ContactCache, ContactKey
 from service.errors import ApiError
+from service.limits import Check, RateLimiter
 from service.localcache import LocalCache
 from service.repository import CouponPage, CouponRepository, PageQuery
 
@@ -110,17 +112,26 @@ def check_member(page: CouponPage, uniacid: int) -> None:
         raise ApiError(403, msg, {"member_id": [msg]})
 
 
-class CouponPages:
-    """`cache` None: every page from PostgreSQL (CACHE_ENABLED=false). `local` None: no
-    process-local layer (LOCAL_CACHE_ENABLED=false)."""
+def not_following() -> ApiError:
+    msg = "参数 user_id 不是当前员工的外部联系人"
+    return ApiError(403, msg, {"user_id": [msg]})
 
-    def __init__(self, repository: CouponRepository, cache: PageCache | None, trust: CacheTrust,
-                 *, shape: str, tz: ZoneInfo, ttl_seconds: int,
-                 local: LocalCache | None = None) -> None:
+
+class CouponPages:
+    """`enabled` False: every page from PostgreSQL (CACHE_ENABLED=false; the cache object
+    still carries the rate limiter's calls). `local` None: no process-local layer."""
+
+    def __init__(self, repository: CouponRepository, cache: PageCache, trust: CacheTrust, *,
+                 shape: str, tz: ZoneInfo, ttl_seconds: int, limiter: RateLimiter,
+                 contacts: ContactCache, local: LocalCache | None = None,
+                 enabled: bool = True) -> None:
         self.repository = repository
         self.cache = cache
-        self.local = local
         self.trust = trust
+        self.limiter = limiter
+        self.contacts = contacts
+        self.local = local
+        self.enabled = enabled
         if local is not None:
             trust.on_lost.append(local.clear)
         self.shape = shape
@@ -134,32 +145,105 @@ class CouponPages:
         return (f"{query.status}:{query.coupon_type}:{query.page}:{query.pagesize}:"
                 f"{self.shape}")
 
-    async def get(self, query: PageQuery, now: dt.datetime) -> PageResult:
-        if self.cache is None or not self.trust.usable:
-            return await self._from_database(query, now, outcome="bypass")
+    async def get(self, query: PageQuery, now: dt.datetime, *, staff_id: str,
+                  now_ms: int) -> PageResult:
+        """The page for `query`, after the rate limits of `staff_id` and of the member (429)."""
+        if query.member_id is None:
+            key = (query.uniacid, query.staff_userid or "", query.external_userid or "")
+            uid = self.contacts.get(key) if self.trust.usable else None
+            if uid is None:
+                await self._limit(self.limiter.checks(query.uniacid, staff_id, None), now_ms)
+                return await self._resolve_contact(query, key, now)
+            query = dataclasses.replace(query, member_id=uid)
         member = (query.uniacid, query.member_id)
         field = self.field(query)
+        checks = self.limiter.checks(query.uniacid, staff_id, query.member_id)
+        if not self.enabled or not self.trust.usable:
+            await self._limit(checks, now_ms)
+            return await self._from_database(query, now, outcome="bypass")
         local = self.local
+        # Before any read: an invalidation after this point refuses the local fill.
+        stamp = local.stamp() if local is not None else 0
         if local is not None:
-            cached = local.get((query.uniacid, query.member_id, field), int(now.timestamp()))
-            if cached is not None:
+            page = local.get((*member, field), int(now.timestamp()))
+            if page is not None:
+                # Limits still hold in Redis (exact across workers): with them on, a local hit
+                # saves the page's transfer and decoding, not the round trip.
+                await self._limit(checks, now_ms)
                 self.stats["local"] += 1
-                return PageResult(cached.body, cached.etag, "local")
+                return PageResult(page.body, page.etag, "local")
+        if not checks:
+            # No limiter: a burst on one page coalesces before any Redis call (the leader reads).
+            return await self._single_flight(query, member, field, now, False, stamp)
+        # One round trip: the limiter's calls and the page's read in one pipeline.
+        def queue(pipe: Any) -> None:
+            RateLimiter.queue(pipe, checks, now_ms)
+            pipe.hget(self.cache.member_key(*member), field)
+
+        try:
+            replies = await self.cache.batch(queue, RateLimiter.load)
+        except CacheUnavailable as exc:
+            if checks:
+                self.limiter.fail_open(str(exc))
+            read_failed = True
+        else:
+            self.limiter.decide(replies[:-1])
+            raw = replies[-1]
+            cached = None if raw is None else CachedPage.decode(raw)
+            if cached is not None and cached.fresh_at(int(now.timestamp())):
+                self.stats["hit"] += 1
+                if local is not None:
+                    local.put((*member, field), cached, stamp)
+                return PageResult(cached.body, cached.etag, "hit")
+            read_failed = False
+        return await self._single_flight(query, member, field, now, read_failed, stamp)
+
+    async def _limit(self, checks: list[Check], now_ms: int) -> None:
+        """The limiter alone (no page read to share its round trip with)."""
+        if not checks:
+            return
+        try:
+            replies = await self.cache.batch(
+                lambda pipe: RateLimiter.queue(pipe, checks, now_ms), RateLimiter.load)
+        except CacheUnavailable as exc:
+            self.limiter.fail_open(str(exc))
+            return
+        self.limiter.decide(replies)
+
+    async def _resolve_contact(self, query: PageQuery, key: ContactKey,
+                               now: dt.datetime) -> PageResult:
+        """A staff token's contact not yet known here: the page's one statement resolves the
+        member (and checks the follow); the mapping is remembered for the next request, whose
+        page then comes from the cache. This page itself is not cached: its read did not go
+        through `prepare`, so nothing could refuse a stale fill."""
+        generation = self.contacts.generation
+        page = await self.repository.page(query, now)
+        if page.member_uid is None:
+            raise not_following()
+        check_member(page, query.uniacid)
+        if self.trust.usable:
+            self.contacts.put(key, page.member_uid, generation)
+        body = render_body(page, query, self.shape, self.tz)
+        self.stats["miss"] += 1
+        return PageResult(body, etag_of(body), "miss")
+
+    async def _single_flight(self, query: PageQuery, member: tuple[int, int], field: str,
+                             now: dt.datetime, read_failed: bool, stamp: int) -> PageResult:
         fields = self._inflight.setdefault(member, {})
         leader = fields.get(field)
         if leader is not None:
-            # Someone is already looking this page up: wait for their answer (one Redis read,
-            # at most one query, for any burst on a cold page).
+            # Someone is already loading this page: wait for their answer (at most one query
+            # for any burst on a cold page).
             self.stats["coalesced"] += 1
             try:
                 result = await asyncio.shield(leader)
             except LeaderGone:
-                return await self.get(query, now)
+                return await self._single_flight(query, member, field, now, read_failed, stamp)
             return dataclasses.replace(result, outcome="coalesced")
         leader = asyncio.get_running_loop().create_future()
         fields[field] = leader
         try:
-            result = await self._lookup(query, member, field, now)
+            result = await self._lookup(query, field, now, read_failed, stamp)
         except asyncio.CancelledError:
             leader.set_exception(LeaderGone())
             raise
@@ -176,19 +260,23 @@ class CouponPages:
                     del self._inflight[member]
             leader.exception()  # mark retrieved: there may be no waiters
 
-    async def _lookup(self, query: PageQuery, member: tuple[int, int], field: str,
-                      now: dt.datetime) -> PageResult:
-        # Before any read: an invalidation after this point refuses the local fill.
-        stamp = self.local.stamp() if self.local is not None else 0
-        try:
-            cached = await self.cache.get(*member, field)
-        except CacheUnavailable:
+    async def _lookup(self, query: PageQuery, field: str, now: dt.datetime,
+                      read_failed: bool, stamp: int) -> PageResult:
+        # The leader reads again: a load that finished between this request's first read and
+        # now has filled the page (a burst on a cold page runs one query, not one per wave).
+        cached = None
+        if not read_failed:
+            try:
+                cached = await self.cache.get(query.uniacid, query.member_id or 0, field)
+            except CacheUnavailable:
+                read_failed = True
+        if read_failed:
             # A failed read loses no invalidation: answer from PostgreSQL, keep trusting.
             return await self._from_database(query, now, outcome="bypass")
         if cached is not None and cached.fresh_at(int(now.timestamp())):
             self.stats["hit"] += 1
             if self.local is not None:
-                self.local.put((*member, field), cached, stamp)
+                self.local.put((query.uniacid, query.member_id or 0, field), cached, stamp)
             return PageResult(cached.body, cached.etag, "hit")
         self.stats["miss"] += 1
         # Shielded task: a client that disconnects must not abort a fill half-way.
@@ -256,7 +344,7 @@ class CouponPages:
         if self.local is not None:
             for uid in uids:
                 self.local.invalidate_member(uniacid, uid)
-        if self.cache is None:
+        if not self.enabled:
             return
         try:
             await self.cache.invalidate_members(uniacid, uids)
@@ -267,19 +355,27 @@ class CouponPages:
         self._drop_inflight(uniacid, None)
         if self.local is not None:
             self.local.invalidate_tenant(uniacid)
-        if self.cache is None:
+        if not self.enabled:
             return
         try:
             await self.cache.invalidate_tenant(uniacid)
         except CacheUnavailable:
             self.trust.lost(f"invalidation of tenant {uniacid} failed")
 
+    def forget_contact(self, key: ContactKey) -> None:
+        self.contacts.forget(key)
+
+    def forget_contacts(self, uniacid: int) -> None:
+        self.contacts.forget_tenant(uniacid)
+
     async def flush_all(self) -> bool:
         losses_before = self.trust.losses
         self._inflight.clear()
+        # Mappings learnt while a notification may have been lost go with the pages.
+        self.contacts.clear()
         if self.local is not None:
             self.local.clear()
-        if self.cache is None:
+        if not self.enabled:
             self.trust.flushed(losses_before)
             return True
         try:

@@ -22,17 +22,21 @@ log = logging.getLogger("service.repository")
 @dataclasses.dataclass(frozen=True, slots=True)
 class PageQuery:
     uniacid: int
-    member_id: int
+    member_id: int | None  # None: resolve the member from the staff member's contact below
     status: int
     coupon_type: int
     page: int
     pagesize: int
+    staff_userid: str | None = None
+    external_userid: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CouponPage:
-    """A tab's page as the database saw it at `now`; `member_uniacid` None: no such member."""
+    """A tab's page as the database saw it at `now`; `member_uid` None: the contact resolves to
+    no member; `member_uniacid` None: no such member."""
 
+    member_uid: int | None
     member_uniacid: int | None
     coupon_transfer: bool
     store_plugin: bool
@@ -75,7 +79,8 @@ async def warm_connection(conn: asyncpg.Connection) -> None:
     asyncpg's type introspection or a separate Parse round trip."""
     await init_connection(conn)
     now = dt.datetime.now(dt.UTC)
-    async for _ in QUERIES.coupon_page(conn, uniacid=0, member_id=0, status=1, use_types=None,
+    async for _ in QUERIES.coupon_page(conn, uniacid=0, member_id=0, staff_userid=None,
+                                       external_userid=None, status=1, use_types=None,
                                        coupon_methods=None, near_only=False, now=now,
                                        page_limit=1, page_offset=0, total_cap=1):
         pass
@@ -88,13 +93,16 @@ async def keep_session(conn: asyncpg.Connection) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _acquire(pool: asyncpg.Pool, name: str) -> AsyncIterator[asyncpg.Connection]:
-    """A pool connection, counted as waiting until it is handed over, then in use."""
+async def _acquire(pool: asyncpg.Pool, name: str,
+                   wait_seconds: float | None = None) -> AsyncIterator[asyncpg.Connection]:
+    """A pool connection, counted as waiting until it is handed over, then in use. Waiting is
+    bounded: past `wait_seconds` the caller gets a 503 (TimeoutError) instead of queueing behind a
+    stuck database."""
     waiting = metrics.DB_POOL_WAITING.labels(name)
     in_use = metrics.DB_POOL_IN_USE.labels(name)
     waiting.inc()
     try:
-        conn = await pool.acquire()
+        conn = await pool.acquire(timeout=wait_seconds)
     finally:
         waiting.dec()
     in_use.inc()
@@ -119,8 +127,10 @@ class CouponRepository:
     """
 
     def __init__(self, pool: asyncpg.Pool, total_cap: int,
-                 read_pool: asyncpg.Pool | None = None) -> None:
+                 read_pool: asyncpg.Pool | None = None,
+                 acquire_timeout: float | None = None) -> None:
         self._pool = pool
+        self._acquire_timeout = acquire_timeout
         self._read_pool = read_pool
         self._total_cap = total_cap
         self._fence = 0
@@ -134,7 +144,7 @@ class CouponRepository:
         if self._read_pool is None:
             return 0
         if conn is None:
-            async with _acquire(self._pool, "primary") as own:
+            async with _acquire(self._pool, "primary", self._acquire_timeout) as own:
                 lsn = await QUERIES.primary_wal_lsn(own)
         else:
             lsn = await QUERIES.primary_wal_lsn(conn)
@@ -148,6 +158,8 @@ class CouponRepository:
         params: dict[str, Any] = {
             "uniacid": query.uniacid,
             "member_id": query.member_id,
+            "staff_userid": query.staff_userid,
+            "external_userid": query.external_userid,
             "status": query.status,
             "use_types": list(kind.use_types) if kind.use_types is not None else None,
             "coupon_methods": (
@@ -165,10 +177,11 @@ class CouponRepository:
         else:
             rows = await self._replica_page(params, self._fence if fence is None else fence)
         if rows is None:
-            async with _acquire(self._pool, "primary") as conn:
+            async with _acquire(self._pool, "primary", self._acquire_timeout) as conn:
                 rows = [row async for row in QUERIES.coupon_page(conn, **params)]
         head = rows[0]
         return CouponPage(
+            member_uid=head["member_uid"],
             member_uniacid=head["member_uniacid"],
             coupon_transfer=head["coupon_transfer"],
             store_plugin=head["store_plugin"],
@@ -183,7 +196,7 @@ class CouponRepository:
         """The page from the replica, or None when it is behind the fence or failing."""
         assert self._read_pool is not None
         try:
-            async with _acquire(self._read_pool, "replica") as conn:
+            async with _acquire(self._read_pool, "replica", self._acquire_timeout) as conn:
                 # Its own statement, before the page's: a statement's snapshot is taken before
                 # it runs, so a position read inside it could be newer than what it sees.
                 replayed = await QUERIES.replica_replayed_lsn(conn)
@@ -200,13 +213,13 @@ class CouponRepository:
         return rows
 
     async def coupon_holders(self, coupon_id: int, limit: int) -> list[int]:
-        async with _acquire(self._pool, "primary") as conn:
+        async with _acquire(self._pool, "primary", self._acquire_timeout) as conn:
             return [r["uid"] async for r in QUERIES.coupon_holders(
                 conn, coupon_id=coupon_id, max_members=limit)]
 
     async def use(self, member_coupon_id: int, now: dt.datetime) -> UsedCoupon:
         """Mark used exactly once; raises UseRefused otherwise."""
-        async with _acquire(self._pool, "primary") as conn:
+        async with _acquire(self._pool, "primary", self._acquire_timeout) as conn:
             row = await QUERIES.use_member_coupon(conn, id=member_coupon_id, now=now)
             if row is not None:
                 # Committed: the invalidation that follows must carry a fence past it.
@@ -218,9 +231,9 @@ class CouponRepository:
         raise UseRefused("already_used")
 
     async def display_tz(self) -> str:
-        async with _acquire(self._pool, "primary") as conn:
+        async with _acquire(self._pool, "primary", self._acquire_timeout) as conn:
             return await QUERIES.display_tz(conn)
 
     async def ping(self) -> None:
-        async with _acquire(self._pool, "primary") as conn:
+        async with _acquire(self._pool, "primary", self._acquire_timeout) as conn:
             await QUERIES.ping(conn)

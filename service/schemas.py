@@ -9,6 +9,16 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 _INT = re.compile(r"[+-]?[0-9]{1,18}")
+# A WeCom external_userid (`wm...`, 32 characters today): printable ASCII, no spaces, bounded.
+USER_ID_PATTERN = "^[\\x21-\\x7e]{1,128}$"
+_USER_ID = re.compile(r"[\x21-\x7e]{1,128}")
+USER_ID_RULE = "参数 user_id 必须是 1 到 128 个可见 ASCII 字符"
+
+
+def _user_id(value: str) -> None:
+    # fullmatch: `$` in a pattern would let a trailing newline through.
+    if not _USER_ID.fullmatch(value):
+        raise ValidationError(USER_ID_RULE)
 
 
 class StrictInt(fields.Field):
@@ -60,6 +70,13 @@ class CouponsQuerySchema(Schema):
     status_request = StrictInt(name="status_request", minimum=1, maximum=3, load_default=1)
     coupon_type = StrictInt(name="coupon_type", minimum=0, maximum=10, load_default=1)
     pagesize = StrictInt(name="pagesize", minimum=1, maximum=50, load_default=15)
+    # The WeCom contact, for a staff token without member_id (ignored otherwise).
+    user_id = fields.String(
+        validate=_user_id,
+        error_messages={"invalid": USER_ID_RULE, "null": USER_ID_RULE},
+        metadata={"description": "WeCom external_userid of the contact (staff tokens only)",
+                  "pattern": USER_ID_PATTERN, "minLength": 1, "maxLength": 128},
+    )
 
 
 class MallRouterSchema(CouponsQuerySchema):
@@ -69,7 +86,8 @@ class MallRouterSchema(CouponsQuerySchema):
 
 
 # The order in which a failure is named in `msg` when several parameters are wrong.
-FIELD_ORDER = ("i", "client", "type", "page", "status_request", "coupon_type", "pagesize")
+FIELD_ORDER = ("i", "client", "type", "page", "status_request", "coupon_type", "pagesize",
+               "user_id")
 
 COUPONS_SCHEMA = CouponsQuerySchema()
 MALL_ROUTER_SCHEMA = MallRouterSchema()

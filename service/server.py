@@ -56,8 +56,13 @@ async def serve_app(app: web.Application, settings: Settings, *,
     """Serve `app` until SIGTERM/SIGINT (or `stop`), then drain and stop as the module says."""
     from service.keys import draining_key
 
+    # The per-connection bounds (header sizes, header count) come from the app's handler_args;
+    # keep-alive is bounded here; a client that hangs up stops its request's work (loads and
+    # fills are shielded).
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           shutdown_timeout=settings.shutdown_grace_seconds)
+                           shutdown_timeout=settings.shutdown_grace_seconds,
+                           keepalive_timeout=settings.http_keepalive_seconds,
+                           handler_cancellation=True)
     await runner.setup()  # the cleanup contexts start: pools, Redis, the LISTEN task
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -21,6 +21,10 @@ LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # HS256 keys shorter than the hash output are brute-forceable (RFC 7518 §3.2).
 MIN_SECRET_BYTES = 32
+# Clock skew tolerated on exp/nbf/iat: larger values would stretch every token's life.
+MAX_LEEWAY_SECONDS = 60
+# RSA keys below 2048 bits are factorable with public means (NIST SP 800-131A).
+MIN_RSA_BITS = 2048
 
 
 class SettingsError(ValueError):
@@ -41,14 +45,27 @@ class Settings:
     redis_url: str | None = None
     auth_jwt_secret: str = ""
     auth_jwt_leeway_seconds: int = 10
+    # The mall's login service signs RS256/ES256 tokens: its public key, PEM text or a file path.
+    auth_jwt_public_key: str = ""
     response_shape: str = "list"
     display_tz: str = "Asia/Shanghai"
     data_dir: str = ".data"
     db_pool_min_size: int = 2
     db_pool_max_size: int = 10
-    db_command_timeout_seconds: float = 5.0
+    db_command_timeout_seconds: float = 2.0
+    # Server-side bound of every pooled statement, and of waiting for a pooled connection: a
+    # slow database answers 503 within about a second instead of piling requests up.
+    db_statement_timeout_ms: int = 1000
+    db_acquire_timeout_seconds: float = 1.0
     readiness_timeout_seconds: float = 1.0
     max_body_bytes: int = 65536
+    # HTTP bounds (aiohttp's parser and connection handling): README "Security".
+    http_max_line_bytes: int = 8190
+    http_max_field_bytes: int = 8190
+    http_max_headers: int = 64
+    http_keepalive_seconds: float = 15.0
+    body_timeout_seconds: float = 5.0      # reading a request's body (408 past it)
+    request_timeout_seconds: float = 10.0  # a whole request, a safety net (503 past it)
     # The page cache (README: "The cache").
     cache_ttl_seconds: int = 600
     cache_prefix: str = "cp"
@@ -64,6 +81,13 @@ class Settings:
     local_cache_enabled: bool = True     # the process-local layer in front of Redis
     local_cache_max_bytes: int = 64 * 1024 * 1024
     local_cache_ttl_seconds: float = 5.0
+    # Rate limits (GCRA in Redis) per staff member and per member; 0 turns one off.
+    rate_limit_staff_per_minute: int = 600
+    rate_limit_staff_burst: int = 60
+    rate_limit_member_per_minute: int = 300
+    rate_limit_member_burst: int = 30
+    # In-process map of (tenant, staff, external contact) to member, for staff tokens.
+    contact_cache_size: int = 10_000
     # The mall's service token for /internal/* (never a staff token).
     internal_service_token: str = ""
     # Running it (README "Process model"): after SIGTERM /readyz answers 503 for
@@ -130,6 +154,32 @@ class Settings:
             raise SettingsError(f"LOG_FORMAT must be one of {LOG_FORMATS}")
         if self.log_level.upper() not in LOG_LEVELS:
             raise SettingsError(f"LOG_LEVEL must be one of {LOG_LEVELS}")
+        if not 0 <= self.auth_jwt_leeway_seconds <= MAX_LEEWAY_SECONDS:
+            raise SettingsError(
+                f"AUTH_JWT_LEEWAY_SECONDS must be between 0 and {MAX_LEEWAY_SECONDS}")
+        if self.auth_jwt_public_key:
+            try:
+                load_public_key(self.auth_jwt_public_key)
+            except ValueError as exc:
+                raise SettingsError(f"AUTH_JWT_PUBLIC_KEY: {exc}") from None
+        if self.db_statement_timeout_ms < 1:
+            raise SettingsError("DB_STATEMENT_TIMEOUT_MS must be at least 1")
+        for name in ("db_acquire_timeout_seconds", "http_keepalive_seconds",
+                     "body_timeout_seconds", "request_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name.upper()} must be positive")
+        for name in ("http_max_line_bytes", "http_max_field_bytes"):
+            if not 1024 <= getattr(self, name) <= 65536:
+                raise SettingsError(f"{name.upper()} must be between 1024 and 65536")
+        if not 16 <= self.http_max_headers <= 256:
+            raise SettingsError("HTTP_MAX_HEADERS must be between 16 and 256")
+        for name in ("rate_limit_staff_per_minute", "rate_limit_member_per_minute"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name.upper()} must not be negative (0: off)")
+        for name in ("rate_limit_staff_burst", "rate_limit_member_burst",
+                     "contact_cache_size"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name.upper()} must be at least 1")
 
     @property
     def tz(self) -> ZoneInfo:
@@ -153,8 +203,37 @@ class Settings:
                 value = "***" if value else ""
             elif field.name in URL_FIELDS and value:
                 value = mask_url(value)
+            elif field.name == "auth_jwt_public_key" and value.lstrip().startswith("-----"):
+                value = "<PEM text>"  # public, but long: the log shows only that it is set
             out[field.name] = value
         return out
+
+
+def load_public_key(value: str) -> tuple[Any, str]:
+    """The verification key and its one JWS algorithm, from PEM text or a PEM file's path:
+    an RSA key (>= 2048 bits) verifies RS256, a P-256 key ES256. ValueError says what is wrong."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    text = value.strip()
+    if not text.startswith("-----BEGIN"):
+        path = Path(text)
+        if not path.is_file():
+            raise ValueError("neither PEM text nor the path of a readable file")
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+    elif "\n" not in text and "\\n" in text:
+        text = text.replace("\\n", "\n")  # an env file that escaped the PEM's newlines
+    try:
+        key = load_pem_public_key(text.encode())
+    except (ValueError, TypeError):
+        raise ValueError("not a PEM public key") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise ValueError(f"an RSA key needs at least {MIN_RSA_BITS} bits")
+        return key, "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key, "ES256"
+    raise ValueError("only RSA (RS256) and P-256 (ES256) public keys are accepted")
 
 
 def mask_url(url: str) -> str:

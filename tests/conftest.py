@@ -86,6 +86,10 @@ def settings(database_url: str, redis_url: str) -> Settings:
         internal_service_token=SERVICE_TOKEN,
         db_pool_min_size=1,
         db_pool_max_size=4,
+        # Most tests hammer one member on a clock that stands still: the limiter would refuse
+        # them. tests/test_limits.py and the load tests turn it on.
+        rate_limit_staff_per_minute=0,
+        rate_limit_member_per_minute=0,
     )
 
 
@@ -120,7 +124,9 @@ def make_client(aiohttp_client, db, clock):
     """Build a test client for any settings (response shape, pool size...)."""
 
     async def build(settings: Settings, **kwargs: Any) -> TestClient:
-        return await aiohttp_client(create_app(settings, kwargs.get("clock", clock)))
+        # As `python -m service serve` runs it: a client that hangs up cancels its handler.
+        return await aiohttp_client(create_app(settings, kwargs.get("clock", clock)),
+                                    server_kwargs={"handler_cancellation": True})
 
     return build
 
@@ -130,8 +136,8 @@ async def client(make_client, settings: Settings) -> TestClient:
     return await make_client(settings)
 
 
-def token_for(uniacid: int = 1, member_id: int = 1, *, secret: str = SECRET, ttl: int = 3600,
-              staff: str = "staff-1", now: int | None = None) -> str:
+def token_for(uniacid: int = 1, member_id: int | None = 1, *, secret: str = SECRET,
+              ttl: int = 3600, staff: str = "staff-1", now: int | None = None) -> str:
     return issue_token(secret, uniacid, member_id, staff, ttl, int(now or NOW.timestamp()))
 
 
@@ -177,6 +183,12 @@ class Rows:
         return await FIXTURES.insert_member_coupon(
             self.conn, id=id, uniacid=uniacid, uid=uid, coupon_id=coupon_id, used=used,
             use_time=use_time, get_time=get_time, is_member_deleted=deleted)
+
+    async def contact(self, external_userid: str, uid: int, *, staff: str = "staff-1",
+                      uniacid: int = 1) -> None:
+        await FIXTURES.insert_wecom_contact(self.conn, uniacid=uniacid,
+                                            external_userid=external_userid,
+                                            staff_userid=staff, uid=uid)
 
     async def store(self, id: int, name: str, uniacid: int = 1) -> None:
         await FIXTURES.insert_store(self.conn, id=id, uniacid=uniacid, store_name=name)

@@ -253,9 +253,15 @@ async def test_nbf_follows_the_clock(client, clock, member):
 
 # --- required claims and their types ---------------------------------------------------------
 
-@pytest.mark.parametrize("missing", ["exp", "sub", "uniacid", "member_id"])
+@pytest.mark.parametrize("missing", ["exp", "sub", "uniacid"])
 async def test_missing_required_claim(client, member, missing):
     await unauthorized(client, f"Bearer {sign(claims(**{missing: ...}))}")
+
+
+async def test_staff_token_without_member_id_must_name_the_contact(client, member):
+    # Without member_id the token is a staff token: the request must say which contact.
+    body = await coupons(client, sign(claims(member_id=...)), expected_status=400)
+    assert list(body["data"]["errors"]) == ["user_id"]
 
 
 async def test_iat_is_not_required(client, member):

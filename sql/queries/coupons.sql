@@ -1,21 +1,35 @@
--- name: coupon_page(uniacid, member_id, status, use_types, coupon_methods, near_only, now, page_limit, page_offset, total_cap)
--- One response in one round trip: the tenant's settings, where the member lives, the tab's
+-- name: coupon_page(uniacid, member_id, staff_userid, external_userid, status, use_types, coupon_methods, near_only, now, page_limit, page_offset, total_cap)
+-- One response in one round trip: who the member is, the tenant's settings, where it lives, the
+-- tab's
 -- total (counted up to :total_cap rows, so a member holding 50,000 coupons costs no more than
 -- one holding :total_cap), the rows of the page with every name the items show, and
 -- `valid_until`: the first whole second (unix) at which any of the member's unused coupons
 -- changes tab (its end passes) or near-expiration flag (its end minus the tenant's window),
 -- i.e. when a cached copy of any of the member's pages stops being true by the clock alone
 -- (NULL: never). Ends are yz_member_coupon.end_at (0004_member_coupon_end_at.sql).
+-- The member is :member_id (a token that names it) or, when that is NULL, the member that the
+-- staff member :staff_userid follows as WeCom contact :external_userid in the tenant (NULL when
+-- no such follow, or when rows of the follow disagree on the member: never a guess).
 -- The first row carries the header columns; when the page is empty it is the only row and its
 -- item columns are NULL. :status 1 unused, 2 expired, 3 used; :use_types / :coupon_methods NULL
 -- mean "any". The page and the count walk yz_member_coupon_member_tab_idx in response order and
 -- stop at what they need.
-WITH setting AS (
+WITH who AS MATERIALIZED (
+    SELECT coalesce(:member_id::bigint, (
+        SELECT CASE WHEN count(DISTINCT wc.uid) = 1 THEN min(wc.uid) END
+        FROM yz_wecom_contact AS wc
+        WHERE wc.uniacid = :uniacid
+          AND wc.staff_userid = :staff_userid::text
+          AND wc.external_userid = :external_userid::text)) AS uid
+),
+setting AS (
     SELECT coalesce(ts.coupon_transfer, false)      AS coupon_transfer,
            coalesce(ts.store_plugin, true)          AS store_plugin,
            coalesce(ts.hotel_plugin, true)          AS hotel_plugin,
            coalesce(ts.near_expiration_days, 3) * interval '86400 seconds' AS near_window,
-           (SELECT m.uniacid FROM yz_member AS m WHERE m.uid = :member_id) AS member_uniacid
+           (SELECT uid FROM who)                    AS member_uid,
+           (SELECT m.uniacid FROM yz_member AS m
+            WHERE m.uid = (SELECT uid FROM who))    AS member_uniacid
     FROM (SELECT 1) AS one
     LEFT JOIN yz_tenant_setting AS ts ON ts.uniacid = :uniacid
 ),
@@ -26,7 +40,7 @@ page AS (
     CROSS JOIN yz_member_coupon AS mc
     JOIN yz_coupon AS c ON c.id = mc.coupon_id AND c.uniacid = mc.uniacid
     WHERE mc.uniacid = :uniacid
-      AND mc.uid = :member_id
+      AND mc.uid = (SELECT uid FROM who)
       AND mc.is_member_deleted = 0
       AND mc.used = CASE WHEN :status::int = 3 THEN 1 ELSE 0 END
       AND (:status::int = 3
@@ -47,7 +61,7 @@ counted AS (
         CROSS JOIN yz_member_coupon AS mc
         JOIN yz_coupon AS c ON c.id = mc.coupon_id AND c.uniacid = mc.uniacid
         WHERE mc.uniacid = :uniacid
-          AND mc.uid = :member_id
+          AND mc.uid = (SELECT uid FROM who)
           AND mc.is_member_deleted = 0
           AND mc.used = CASE WHEN :status::int = 3 THEN 1 ELSE 0 END
           AND (:status::int = 3
@@ -66,7 +80,7 @@ horizon AS (
         -- expired once now > end: from the next whole second after the next end
         (SELECT floor(extract(epoch FROM min(mc.end_at)))::bigint + 1
          FROM yz_member_coupon AS mc
-         WHERE mc.uniacid = :uniacid AND mc.uid = :member_id
+         WHERE mc.uniacid = :uniacid AND mc.uid = (SELECT uid FROM who)
            AND mc.used = 0 AND mc.is_member_deleted = 0
            AND mc.end_at >= :now::timestamptz),
         -- near once end <= now + window: from the first whole second at or after end - window
@@ -75,13 +89,14 @@ horizon AS (
          CROSS JOIN LATERAL (
              SELECT min(mc.end_at) AS end_at
              FROM yz_member_coupon AS mc
-             WHERE mc.uniacid = :uniacid AND mc.uid = :member_id
+             WHERE mc.uniacid = :uniacid AND mc.uid = (SELECT uid FROM who)
                AND mc.used = 0 AND mc.is_member_deleted = 0
                AND mc.end_at > :now::timestamptz + s.near_window
          ) AS nxt)
     ) AS valid_until
 )
-SELECT s.coupon_transfer, s.store_plugin, s.hotel_plugin, s.member_uniacid, counted.total,
+SELECT s.coupon_transfer, s.store_plugin, s.hotel_plugin, s.member_uid, s.member_uniacid,
+       counted.total,
        horizon.valid_until,
        mc.id, mc.coupon_id, mc.used, mc.use_time, mc.get_time, p.end_at, p.near,
        c.name, c.coupon_method, c.deduct, c.discount, c.enough, c.use_type,

@@ -1,7 +1,7 @@
 -- name: truncate_all#
 -- Isolation between tests: every table the service reads, emptied, sequences reset.
 TRUNCATE yz_member_coupon, yz_coupon, yz_coupon_hotel, yz_member, yz_store, yz_goods, yz_hotel,
-         yz_tenant_setting RESTART IDENTITY;
+         yz_tenant_setting, yz_wecom_contact RESTART IDENTITY;
 
 -- name: insert_tenant_setting(uniacid, coupon_transfer, store_plugin, hotel_plugin, near_expiration_days)!
 -- One tenant's settings row.
@@ -46,6 +46,11 @@ INSERT INTO yz_hotel (id, uniacid, hotel_name) VALUES (:id, :uniacid, :hotel_nam
 -- name: insert_coupon_hotel(coupon_id, hotel_id)!
 -- Which hotels a hotel coupon applies to.
 INSERT INTO yz_coupon_hotel (coupon_id, hotel_id) VALUES (:coupon_id, :hotel_id);
+
+-- name: insert_wecom_contact(uniacid, external_userid, staff_userid, uid)!
+-- A staff member follows a WeCom contact, who is member :uid (the contract's columns only).
+INSERT INTO yz_wecom_contact (uniacid, external_userid, staff_userid, uid)
+VALUES (:uniacid, :external_userid, :staff_userid, :uid);
 
 -- name: set_member_coupon_deleted(id, is_member_deleted)!
 -- The member deletes (or restores) one of their coupons.
