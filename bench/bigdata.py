@@ -137,6 +137,7 @@ async def explain(url: str) -> list[dict]:
             held = await QUERIES.big_member_held(conn, uid=uid)
             for status, page in ((1, 1), (2, 1), (3, 1), (1, 50)):
                 params = {"uniacid": UNIACID, "member_id": uid, "status": status,
+                          "staff_userid": None, "external_userid": None,
                           "use_types": None, "coupon_methods": None, "near_only": False,
                           "now": now, "page_limit": 15, "page_offset": (page - 1) * 15,
                           "total_cap": 5000}
