@@ -128,6 +128,8 @@ def setup_pages(app: web.Application) -> None:
             yield
         finally:
             await stop_task(task)
+            if listener.consumer is not None:
+                await stop_task(listener.consumer)
 
     app.cleanup_ctx.append(pages_ctx)
 
