@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -37,6 +38,8 @@ from service.pages import CacheTrust, CouponPages
 from service.repository import CouponRepository, keep_session, warm_connection
 from service.settings import Settings
 
+log = logging.getLogger("service.app")
+
 
 def setup_database(app: web.Application) -> None:
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -63,7 +66,14 @@ def setup_database(app: web.Application) -> None:
         try:
             yield
         finally:
-            await pool.close()
+            # Graceful first (connections finish their statement); a connection that is never
+            # released must not keep the process from exiting.
+            try:
+                async with asyncio.timeout(settings.db_command_timeout_seconds * 2):
+                    await pool.close()
+            except TimeoutError:
+                log.warning("database pool did not close in time; terminated")
+                pool.terminate()
 
     app.cleanup_ctx.append(database_ctx)
 
