@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -39,6 +40,8 @@ from service.pages import CacheTrust, CouponPages
 from service.redis_client import connect as connect_redis
 from service.repository import CouponRepository, keep_session, warm_connection
 from service.settings import Settings
+
+log = logging.getLogger("service.app")
 
 
 def _create_pool(settings: Settings, dsn: str) -> asyncpg.Pool:
@@ -159,6 +162,8 @@ def setup_pages(app: web.Application) -> None:
             yield
         finally:
             await stop_task(task)
+            if listener.consumer is not None:
+                await stop_task(listener.consumer)
 
     app.cleanup_ctx.append(pages_ctx)
 

@@ -30,9 +30,11 @@ async def stop_task(task: asyncio.Task) -> None:
     """Cancel `task` and wait for it to end. A cancellation can be swallowed inside a library
     call (Python 3.11's asyncio.timeout loses one that races its own expiry), after which the
     task would wait on its queue forever and hang shutdown: cancel again until it is done."""
+    task.cancel()
     while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.1)
+        done, _ = await asyncio.wait({task}, timeout=0.5)
+        if not done:
+            task.cancel()
     if not task.cancelled() and task.exception() is not None:
         log.warning("background task %s ended with %s", task.get_name(),
                     type(task.exception()).__name__)
@@ -48,6 +50,7 @@ class InvalidationListener:
         self.holders_max = holders_max
         self.queue: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
         self.connection: asyncpg.Connection | None = None
+        self.consumer: asyncio.Task | None = None
         self.applied = 0
         self.connects = 0  # successful connect + LISTEN + flush rounds
         self._progress = asyncio.Condition()
@@ -75,6 +78,7 @@ class InvalidationListener:
     async def run(self) -> None:
         """Connect, listen, flush, then prove the connection alive every heartbeat; forever."""
         consumer = asyncio.create_task(self._consume(), name="invalidation-consumer")
+        self.consumer = consumer
         backoff = 0.05
         try:
             while True:
@@ -119,7 +123,9 @@ class InvalidationListener:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
         finally:
-            await stop_task(consumer)
+            # One cancel, no await: a cleanup that awaited here could itself be cut short by a
+            # repeated cancel of this task; the app's cleanup makes sure the consumer ends.
+            consumer.cancel()
 
     async def _consume(self) -> None:
         while True:

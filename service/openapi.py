@@ -217,7 +217,8 @@ def build_spec() -> dict[str, Any]:
         304: {"description": "If-None-Match matched the page's ETag; no body",
               "headers": {**REQUEST_ID, "ETag": _header("hash of the body")}},
     }
-    coupon_responses = {**ok, **_errors(400, 401, 403, 404, 408, 413, 429, 503)}
+    # 405: these paths answer GET, HEAD and POST only; any other method gets the envelope.
+    coupon_responses = {**ok, **_errors(400, 401, 403, 404, 405, 408, 413, 429, 503)}
     if_none_match = {"in": "header", "name": "If-None-Match", "required": False,
                      "schema": {"type": "string"}}
     route_param = {"in": "query", "name": "route", "required": True,

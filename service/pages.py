@@ -183,8 +183,7 @@ class CouponPages:
         try:
             replies = await self.cache.batch(queue, RateLimiter.load)
         except CacheUnavailable as exc:
-            if checks:
-                self.limiter.fail_open(str(exc))
+            self.limiter.fail_open(str(exc))
             read_failed = True
         else:
             self.limiter.decide(replies[:-1])

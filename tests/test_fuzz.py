@@ -122,7 +122,7 @@ def test_the_served_document_is_the_generated_one(server: str) -> None:
     coupons = paths["/api/v2/coupons"]
     assert set(coupons) == {"get", "post"}
     assert {str(s) for s in coupons["get"]["responses"]} == {
-        "200", "304", "400", "401", "403", "404", "408", "413", "429", "503"}
+        "200", "304", "400", "401", "403", "404", "405", "408", "413", "429", "503"}
     assert set(coupons["post"]["requestBody"]["content"]) == {
         "application/x-www-form-urlencoded", "multipart/form-data", "application/json"}
     names = {p.get("name") for p in coupons["get"]["parameters"]}

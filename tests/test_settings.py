@@ -273,6 +273,17 @@ def test_pool_sizes(tmp_path: Path, min_size: int, max_size: int, ok: bool) -> N
         ("readiness_timeout_seconds", -1.0, "READINESS_TIMEOUT_SECONDS"),
         ("max_body_bytes", 1023, "MAX_BODY_BYTES"),
         ("auth_jwt_leeway_seconds", -1, "AUTH_JWT_LEEWAY_SECONDS"),
+        ("db_statement_timeout_ms", 0, "DB_STATEMENT_TIMEOUT_MS"),
+        ("db_acquire_timeout_seconds", 0, "DB_ACQUIRE_TIMEOUT_SECONDS"),
+        ("http_max_line_bytes", 1023, "HTTP_MAX_LINE_BYTES"),
+        ("http_max_field_bytes", 65537, "HTTP_MAX_FIELD_BYTES"),
+        ("http_max_headers", 15, "HTTP_MAX_HEADERS"),
+        ("http_keepalive_seconds", 0, "HTTP_KEEPALIVE_SECONDS"),
+        ("body_timeout_seconds", -1, "BODY_TIMEOUT_SECONDS"),
+        ("request_timeout_seconds", 0, "REQUEST_TIMEOUT_SECONDS"),
+        ("rate_limit_staff_per_minute", -1, "RATE_LIMIT_STAFF_PER_MINUTE"),
+        ("rate_limit_member_burst", 0, "RATE_LIMIT_MEMBER_BURST"),
+        ("contact_cache_size", 0, "CONTACT_CACHE_SIZE"),
     ],
 )
 def test_other_ranges(tmp_path: Path, name: str, value: float, message: str) -> None:
