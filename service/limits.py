@@ -19,6 +19,7 @@ from typing import Any
 
 from redis.asyncio.client import Pipeline
 
+from service import metrics
 from service.cache import LUA_DIR
 from service.errors import ApiError
 
@@ -86,18 +87,24 @@ class RateLimiter:
     async def load(client: Any) -> None:
         await client.script_load(SCRIPT)
 
-    def decide(self, replies: Sequence[Any]) -> None:
+    def decide(self, replies: Sequence[Any], checks: Sequence[Check]) -> None:
         """Raise the 429 if any party is over its rate; `Retry-After` in whole seconds."""
-        wait_ms = max((int(float(r[1])) for r in replies if int(r[0]) == 0), default=None)
-        if wait_ms is None:
+        refused = [(check, reply) for check, reply in zip(checks, replies, strict=True)
+                   if int(reply[0]) == 0]
+        if not refused:
             return
+        wait_ms = max(int(float(reply[1])) for _, reply in refused)
         self.refused += 1
+        for check, _ in refused:
+            metrics.RATE_LIMIT_REJECTIONS.labels(
+                "staff" if ":rl:s:" in check.key else "member").inc()
         retry = max(1, math.ceil(wait_ms / 1000))
         msg = "请求过于频繁，请稍后重试"
         raise ApiError(429, msg, {"request": [msg]}, {"Retry-After": str(retry)})
 
     def fail_open(self, reason: str) -> None:
         self.failed_open += 1
+        metrics.RATE_LIMIT_FAILED_OPEN.inc()
         now = time.monotonic()
         if now - self._last_log < LOG_EVERY_SECONDS:
             self._suppressed += 1

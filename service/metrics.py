@@ -90,6 +90,9 @@ RATE_LIMIT_REJECTIONS = Counter(
     "coupons_rate_limit_rejections_total",
     "Requests refused with 429 by the rate limiter, by the limit that refused them "
     "(e.g. member, staff, ip)", ["scope"])
+RATE_LIMIT_FAILED_OPEN = Counter(
+    "coupons_rate_limit_failed_open_total",
+    "Requests let through because Redis could not decide their rate limit (fail open)")
 
 def pid_label() -> str:
     # Resolved per call: a forked worker must not report its parent's pid.

@@ -186,7 +186,7 @@ class CouponPages:
             self.limiter.fail_open(str(exc))
             read_failed = True
         else:
-            self.limiter.decide(replies[:-1])
+            self.limiter.decide(replies[:-1], checks)
             raw = replies[-1]
             cached = None if raw is None else CachedPage.decode(raw)
             if cached is not None and cached.fresh_at(int(now.timestamp())):
@@ -207,7 +207,7 @@ class CouponPages:
         except CacheUnavailable as exc:
             self.limiter.fail_open(str(exc))
             return
-        self.limiter.decide(replies)
+        self.limiter.decide(replies, checks)
 
     async def _resolve_contact(self, query: PageQuery, key: ContactKey,
                                now: dt.datetime) -> PageResult:

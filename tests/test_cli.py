@@ -357,6 +357,13 @@ def test_serve_with_two_workers(demo_env: dict[str, str], tmp_path: Path) -> Non
                 server.proc.wait(timeout=0.1)
             workers = children_of(server.proc.pid)
         assert len(workers) == 2, (workers, server.output())
+        # Forked is not started: wait until both workers have said they are listening (their
+        # pools open, their listener flushed), or a stopped peer would leave a worker that is
+        # still starting to answer alone, slowly, on a loaded machine.
+        while server.output().count("listening") < 2 and time.monotonic() < deadline + 15:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.proc.wait(timeout=0.1)
+        assert server.output().count("listening") >= 2, server.output()
 
         # Each worker alone: stop the other one, so that only this one can accept.
         for worker in workers:

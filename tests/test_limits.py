@@ -159,3 +159,21 @@ async def test_redis_down_fails_open_counted_and_logged_once(make_client, settin
     assert limiter.failed_open == 20
     lines = [r for r in caplog.records if r.name == "service.limits"]
     assert len(lines) == 1 and "failed open" in lines[0].getMessage()
+
+
+def test_refusals_are_counted_by_scope_in_metrics():
+    """The 429 of each party shows in coupons_rate_limit_rejections_total{scope}."""
+    from service import metrics
+    from service.errors import ApiError
+    from service.limits import Check, Rate, RateLimiter
+
+    before_m = metrics.RATE_LIMIT_REJECTIONS.labels("member")._value.get()
+    before_s = metrics.RATE_LIMIT_REJECTIONS.labels("staff")._value.get()
+    checks = [Check("cp:rl:s:{1:staff}", Rate(60, 1)), Check("cp:rl:m:{1:7}", Rate(60, 1))]
+    limiter = RateLimiter.__new__(RateLimiter)
+    limiter.refused = 0
+    with pytest.raises(ApiError) as refused:
+        limiter.decide([[1, 0], [0, 2500]], checks)
+    assert refused.value.status == 429 and refused.value.headers["Retry-After"] == "3"
+    assert metrics.RATE_LIMIT_REJECTIONS.labels("member")._value.get() == before_m + 1
+    assert metrics.RATE_LIMIT_REJECTIONS.labels("staff")._value.get() == before_s
