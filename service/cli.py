@@ -32,13 +32,15 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, default=1)
     token = sub.add_parser("token", help="print a staff token for a local try")
     token.add_argument("--uniacid", type=int, required=True)
-    token.add_argument("--member", type=int, required=True)
+    token.add_argument("--member", type=int, default=None,
+                       help="the member; omitted: a staff token for the sidebar's contact flow "
+                            "(the request then names user_id)")
     token.add_argument("--staff", default="demo-staff")
     token.add_argument("--ttl", type=int, default=86_400, help="lifetime in seconds")
     return parser
 
 
-def _token(settings: Settings, uniacid: int, member: int, staff: str = "demo-staff",
+def _token(settings: Settings, uniacid: int, member: int | None, staff: str = "demo-staff",
            ttl: int = 86_400) -> str:
     return issue_token(settings.auth_jwt_secret, uniacid, member, staff, ttl, int(time.time()))
 

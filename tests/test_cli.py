@@ -321,9 +321,18 @@ def test_token_staff_and_ttl(env: dict[str, str]) -> None:
 
 
 def test_token_needs_its_arguments(env: dict[str, str]) -> None:
-    result = run_cli("token", "--uniacid", "3", env=env)
+    result = run_cli("token", "--member", "3", env=env)
     assert result.returncode == 2
-    assert "--member" in result.stderr and result.stdout == ""
+    assert "--uniacid" in result.stderr and result.stdout == ""
+
+
+def test_token_without_member_is_a_staff_token(env: dict[str, str]) -> None:
+    """For the sidebar's contact flow: the request then names `user_id`."""
+    result = run_cli("token", "--uniacid", "1", env=env)
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["uniacid"] == 1 and claims["sub"] == "demo-staff"
+    assert "member_id" not in claims
 
 
 # --- serve ----------------------------------------------------------------------------------------

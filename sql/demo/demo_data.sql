@@ -11,6 +11,7 @@ DELETE FROM yz_store WHERE uniacid IN (1, 2);
 DELETE FROM yz_goods WHERE uniacid IN (1, 2);
 DELETE FROM yz_hotel WHERE uniacid IN (1, 2);
 DELETE FROM yz_tenant_setting WHERE uniacid IN (1, 2);
+DELETE FROM yz_wecom_contact WHERE uniacid IN (1, 2);
 
 INSERT INTO yz_tenant_setting (uniacid, coupon_transfer, store_plugin, hotel_plugin, near_expiration_days)
 VALUES (1, true, true, true, 3), (2, false, false, false, 5);
@@ -108,6 +109,11 @@ VALUES (9001, 2, 1001, 201, 0, now() - interval '1 day'),
        (9002, 2, 1001, 202, 0, now() - interval '2 days'),
        (9003, 2, 1002, 202, 0, now() - interval '3 days');
 
+-- The sidebar's contact flow: staff member `demo-staff` chats with WeCom contacts wm_demo_1 and
+-- wm_demo_2 (members 1 and 2); `python -m service token --uniacid 1` prints its staff token.
+INSERT INTO yz_wecom_contact (uniacid, external_userid, staff_userid, uid)
+VALUES (1, 'wm_demo_1', 'demo-staff', 1), (1, 'wm_demo_2', 'demo-staff', 2);
+
 SELECT setval(pg_get_serial_sequence('yz_coupon', 'id'), greatest((SELECT max(id) FROM yz_coupon), 1));
 SELECT setval(pg_get_serial_sequence('yz_member_coupon', 'id'), greatest((SELECT max(id) FROM yz_member_coupon), 1));
 SELECT setval(pg_get_serial_sequence('yz_store', 'id'), greatest((SELECT max(id) FROM yz_store), 1));
@@ -115,4 +121,4 @@ SELECT setval(pg_get_serial_sequence('yz_goods', 'id'), greatest((SELECT max(id)
 SELECT setval(pg_get_serial_sequence('yz_hotel', 'id'), greatest((SELECT max(id) FROM yz_hotel), 1));
 
 
-ANALYZE yz_member, yz_tenant_setting, yz_coupon, yz_member_coupon, yz_store, yz_goods, yz_hotel, yz_coupon_hotel;
+ANALYZE yz_member, yz_tenant_setting, yz_coupon, yz_member_coupon, yz_store, yz_goods, yz_hotel, yz_coupon_hotel, yz_wecom_contact;
