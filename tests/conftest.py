@@ -98,16 +98,22 @@ def clock() -> FixedClock:
     return FixedClock(NOW)
 
 
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection for arranging rows; every table is emptied before the test runs."""
-    conn = await asyncpg.connect(database_url)
-    await init_connection(conn)
-    await FIXTURES.truncate_all(conn)
+@contextlib.asynccontextmanager
+async def arranging_connection(url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection for arranging rows, on a database whose tables are emptied first."""
+    conn = await asyncpg.connect(url)
     try:
+        await init_connection(conn)
+        await FIXTURES.truncate_all(conn)
         yield conn
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    async with arranging_connection(database_url) as conn:
+        yield conn
 
 
 @pytest.fixture

@@ -18,9 +18,8 @@ from prometheus_client import REGISTRY
 from service.app import create_app
 from service.keys import read_pool_key
 from service.migrations import migrate
-from service.repository import init_connection
 from service.settings import Settings
-from tests.conftest import FIXTURES, SERVICE_TOKEN, Rows, token_for
+from tests.conftest import SERVICE_TOKEN, Rows, arranging_connection, token_for
 from tests.pg_replica import primary_and_standby, stop_standby
 from tests.test_cache import fetch, ids, settle
 
@@ -34,13 +33,8 @@ def pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
 
 @pytest.fixture
 async def primary(pair) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(pair[0])
-    await init_connection(conn)
-    await FIXTURES.truncate_all(conn)
-    try:
+    async with arranging_connection(pair[0]) as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
