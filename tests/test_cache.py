@@ -502,8 +502,16 @@ async def test_redis_stopped_and_restarted(member, client_own_redis, own_redis, 
             await asyncio.sleep(0.05)
     body, headers = await fetch(client, token_for(), coupon_type=0)
     assert ids(body) == [member["mc2"]]
-    _, headers = await fetch(client, token_for(), coupon_type=0)
-    assert headers["X-Cache"] == "hit", "caching resumes by itself"
+    # Pooled connections to the old Redis process fail once each (no silent retries), each
+    # such request answered from PostgreSQL; within a few requests the page is a hit again.
+    outcomes = []
+    for _ in range(10):
+        body, headers = await fetch(client, token_for(), coupon_type=0)
+        assert ids(body) == [member["mc2"]]
+        outcomes.append(headers["X-Cache"])
+        if outcomes[-1] == "hit":
+            break
+    assert outcomes[-1] == "hit", f"caching resumes by itself: {outcomes}"
 
 
 async def test_slow_redis_never_slows_or_breaks_requests(member, client_own_redis, own_redis):
