@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import statistics
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import aiohttp
 import asyncpg
@@ -52,17 +54,31 @@ async def measure(settings, writes: int, requests: int) -> list[dict]:
     return out
 
 
-async def measure_local_layer(settings, writes: int, requests: int) -> list[dict]:
-    """Hits from the process-local layer, and commit-to-local-invalidation: the staleness the
-    local layer can add in any process (each drops its copy on its own LISTEN event)."""
+@contextlib.asynccontextmanager
+async def running(settings) -> AsyncIterator[tuple[web.Application, str, str]]:
+    """The real app on a free 127.0.0.1 port: (app, its coupons URL, a token for member 2)."""
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    token = issue_token(settings.auth_jwt_secret, 1, 2, "bench", 3600, int(time.time()))
-    url = f"http://127.0.0.1:{port}{PATH}"
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        token = issue_token(settings.auth_jwt_secret, 1, 2, "bench", 3600, int(time.time()))
+        yield app, f"http://127.0.0.1:{port}{PATH}", token
+    finally:
+        await runner.cleanup()
+
+
+async def measure_local_layer(settings, writes: int, requests: int) -> list[dict]:
+    """Hits from the process-local layer, and commit-to-local-invalidation: the staleness the
+    local layer can add in any process (each drops its copy on its own LISTEN event)."""
+    async with running(settings) as (app, url, token):
+        return await _local_figures(app, url, token, settings, writes, requests)
+
+
+async def _local_figures(app, url: str, token: str, settings, writes: int,
+                         requests: int) -> list[dict]:
     params = {"client": "work", "type": "17", "status_request": "1", "coupon_type": "0"}
     pages = app[pages_key]
     db = await asyncpg.connect(settings.database_url)
@@ -97,19 +113,16 @@ async def measure_local_layer(settings, writes: int, requests: int) -> list[dict
             out.append(row("commit -> local layer invalidated", lags))
     finally:
         await db.close()
-        await runner.cleanup()
     return out
 
 
 async def measure_redis_layer(settings, writes: int, requests: int) -> list[dict]:
-    app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    base = f"http://127.0.0.1:{port}{PATH}"
-    token = issue_token(settings.auth_jwt_secret, 1, 2, "bench", 3600, int(time.time()))
+    async with running(settings) as (app, base, token):
+        return await _redis_figures(app, base, token, settings, writes, requests)
+
+
+async def _redis_figures(app, base: str, token: str, settings, writes: int,
+                         requests: int) -> list[dict]:
     headers = {"Authorization": f"Bearer {token}"}
     params = {"client": "work", "type": "17", "status_request": "1", "coupon_type": "0"}
     out: list[dict] = []
@@ -178,7 +191,6 @@ async def measure_redis_layer(settings, writes: int, requests: int) -> list[dict
                         "outcomes": {o: outcomes.count(o) for o in sorted(set(outcomes))}})
     finally:
         await db.close()
-        await runner.cleanup()
     return out
 
 
