@@ -91,9 +91,9 @@ UNAVAILABLE_MSG = "服务暂时不可用，请稍后重试"
 
 # The database or the network to it failed: the caller may retry; nothing about it is shown.
 UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError,
-               asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
-               asyncpg.TooManyConnectionsError, asyncpg.QueryCanceledError,
-               asyncpg.LockNotAvailableError)
+               asyncpg.InterfaceError, asyncpg.InternalClientError,
+               asyncpg.OperatorInterventionError,
+               asyncpg.TooManyConnectionsError, asyncpg.LockNotAvailableError)
 
 
 def error_middleware_for(request_timeout: float):

@@ -76,6 +76,9 @@ DB_READS = Counter(
     "coupons_db_page_reads_total",
     "Page queries by server: replica, or primary (reason: no_replica, replica_behind, "
     "replica_error)", ["server", "reason"])
+DB_RETRIES = Counter(
+    "coupons_db_read_retries_total",
+    "Reads run again on another connection after theirs proved broken", ["pool"])
 
 LISTENER_UP = Gauge(
     "coupons_listener_connected",
