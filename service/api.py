@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import json
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -15,7 +17,7 @@ from marshmallow import Schema, ValidationError
 from multidict import MultiDictProxy
 
 from service import metrics
-from service.auth import authenticate_service
+from service.auth import Claims, authenticate_service
 from service.errors import ApiError
 from service.keys import (
     clock_key,
@@ -25,6 +27,7 @@ from service.keys import (
     principal_key,
     redis_key,
     repository_key,
+    resolved_key,
     settings_key,
     verifier_key,
 )
@@ -124,15 +127,67 @@ def _load(schema: Schema, raw: Mapping[str, Any]) -> Mapping[str, Any]:
         raise ApiError(400, first_message(errors), errors) from None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Resolved:
+    """What a request asks for whatever the time: the token's claims (its time claims are
+    checked on each request) and the page, the parameters validated."""
+
+    claims: Claims
+    query: PageQuery
+    field: str  # the page's field in the member's cache entries
+
+
+class ResolvedMemo:
+    """A GET's path with its query string and its Authorization header, resolved once. The
+    sidebar repeats the same few requests, and parsing, validating and checking them again was
+    most of a local hit's own cost. Only what succeeded is kept; bounded, oldest out first."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._map: dict[tuple[str, str | None], Resolved] = {}
+
+    def get(self, key: tuple[str, str | None]) -> Resolved | None:
+        return self._map.get(key)
+
+    def put(self, key: tuple[str, str | None], resolved: Resolved) -> None:
+        if len(self._map) >= self.max_entries:
+            self._map.pop(next(iter(self._map)))
+        self._map[key] = resolved
+
+
 async def coupons(request: web.Request) -> web.Response:
+    app = request.app
+    now_ms = app[clock_key].now_ms()
+    now_s = now_ms // 1000
+    verifier = app[verifier_key]
+    key = (request.raw_path, request.headers.get("Authorization"))
+    memo = app[resolved_key] if request.method == "GET" else None
+    resolved = memo.get(key) if memo is not None else None
+    if resolved is None:
+        resolved = await _resolve(request, now_s)
+        if memo is not None:
+            memo.put(key, resolved)
+    principal = verifier.check(resolved.claims, now_s)
+    request[principal_key] = principal  # for the request log line (tenant, member hash)
+    pages = app[pages_key]
+    page = pages.local_hit(resolved.query, resolved.field, now_s)
+    if page is not None:
+        return _page_response(request, page.body, page.etag, "local")
+    now = dt.datetime.fromtimestamp(now_s, dt.UTC)
+    result = await pages.get(resolved.query, now, staff_id=principal.staff_id, now_ms=now_ms)
+    return _page_response(request, result.body, result.etag, result.outcome)
+
+
+async def _resolve(request: web.Request, now_s: int) -> Resolved:
+    """The token checked, then the parameters: the errors in the contract's order."""
     app = request.app
     mall_router = request.path == PATH_MALL_ROUTER
     if mall_router and request.query.get("route") != ROUTE_NAME:
         raise web.HTTPNotFound()
-    clock = app[clock_key]
-    now = clock.now()
-    principal = app[verifier_key].authenticate(request, int(now.timestamp()))
-    request[principal_key] = principal  # for the request log line (tenant, member hash)
+    verifier = app[verifier_key]
+    claims = verifier.claims_of(request)
+    principal = verifier.check(claims, now_s)
+    request[principal_key] = principal
     params = validate(MALL_ROUTER_SCHEMA if mall_router else COUPONS_SCHEMA,
                       await read_params(request))
     if mall_router and params["i"] != principal.uniacid:
@@ -156,13 +211,16 @@ async def coupons(request: web.Request) -> web.Response:
         staff_userid=principal.staff_id if contact is not None else None,
         external_userid=contact,
     )
-    result = await app[pages_key].get(query, now, staff_id=principal.staff_id,
-                                      now_ms=clock.now_ms())
-    etag = f'"{result.etag}"'
-    headers = {"ETag": etag, "Cache-Control": "private, no-cache", "X-Cache": result.outcome}
-    if etag_matches(request.headers.get("If-None-Match"), etag):
+    return Resolved(claims, query, app[pages_key].field(query))
+
+
+def _page_response(request: web.Request, body: bytes, etag: str, outcome: str) -> web.Response:
+    headers = {"Content-Type": "application/json", "ETag": f'"{etag}"',
+               "Cache-Control": "private, no-cache", "X-Cache": outcome}
+    if etag_matches(request.headers.get("If-None-Match"), headers["ETag"]):
+        del headers["Content-Type"]
         return web.Response(status=304, headers=headers)
-    return web.Response(body=result.body, content_type="application/json", headers=headers)
+    return web.Response(body=body, headers=headers)
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
@@ -238,6 +296,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
+    app[resolved_key] = ResolvedMemo()
     for path in (PATH_PLUGIN, PATH_MALL_ROUTER, PATH_SHORT):
         app.router.add_get(path, coupons)
         app.router.add_post(path, coupons)

@@ -16,17 +16,18 @@ from service.auth import TokenVerifier
 from service.cache import CircuitBreaker, PageCache
 from service.clock import Clock, SystemClock
 from service.contacts import ContactCache
-from service.errors import HTTP_ERRORS, envelope, error_middleware_for, server_log
+from service.edge import SERVER_NAME, Deadlines, edge_middleware_for, setup_deadlines
+from service.errors import HTTP_ERRORS, envelope, server_log
 from service.keys import (
     clock_key,
     db_pool_key,
     draining_key,
     limiter_key,
     listener_key,
-    member_hash_key_key,
     openapi_key,
     pages_key,
     read_pool_key,
+    recorder_key,
     redis_key,
     repository_key,
     settings_key,
@@ -35,7 +36,7 @@ from service.keys import (
 from service.limits import Rate, RateLimiter
 from service.listener import InvalidationListener, stop_task
 from service.localcache import LocalCache
-from service.observe import member_hash_key, observe_middleware
+from service.observe import RequestRecorder, member_hash_key, setup_recorder
 from service.pages import CacheTrust, CouponPages
 from service.redis_client import connect as connect_redis
 from service.repository import CouponRepository, keep_session, warm_connection
@@ -168,9 +169,6 @@ def setup_pages(app: web.Application) -> None:
     app.cleanup_ctx.append(pages_ctx)
 
 
-SERVER_NAME = "coupons"
-
-
 class _EnvelopeRequestHandler(web_protocol.RequestHandler):
     """aiohttp answers a malformed request (a header over the size bound, a broken request
     line, bytes that are not HTTP) itself, before the app's middleware and signals run: as
@@ -198,14 +196,6 @@ class _EnvelopeRequestHandler(web_protocol.RequestHandler):
 # The one place aiohttp builds a connection's handler (web_server.Server.__call__) looks this
 # name up at call time; aiohttp offers no option for the class.
 web_server.RequestHandler = _EnvelopeRequestHandler  # type: ignore[misc]
-
-
-async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    # No server version on the wire; JSON is never sniffed into something executable.
-    response.headers["Server"] = SERVER_NAME
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    if "Cache-Control" not in response.headers:
-        response.headers["Cache-Control"] = "private, no-cache"
 
 
 def rate_limiter(settings: Settings) -> RateLimiter:
@@ -236,20 +226,24 @@ def handler_args(settings: Settings) -> dict[str, object]:
 def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
     if settings.database_url is None or settings.redis_url is None:
         raise ValueError("create_app needs resolved DATABASE_URL and REDIS_URL")
+    recorder = RequestRecorder(member_hash_key(settings.auth_jwt_secret),
+                               settings.observe_flush_seconds)
+    deadlines = Deadlines(settings.request_timeout_seconds)
     app = web.Application(
-        # observe first: it times and logs the final answer of the error middleware.
-        middlewares=[observe_middleware, error_middleware_for(settings.request_timeout_seconds)],
+        middlewares=[edge_middleware_for(recorder, deadlines)],
         client_max_size=settings.max_body_bytes,
         handler_args=handler_args(settings),
     )
     app[settings_key] = settings
+    app[recorder_key] = recorder
     app[clock_key] = clock or SystemClock()
     app[draining_key] = asyncio.Event()
-    app[member_hash_key_key] = member_hash_key(settings.auth_jwt_secret)
     app[verifier_key] = TokenVerifier.from_settings(settings)
     app[limiter_key] = rate_limiter(settings)
     app[openapi_key] = openapi.document()
-    app.on_response_prepare.append(_security_headers)
+    # First: its last flush runs after every other context has closed.
+    setup_recorder(app, recorder)
+    setup_deadlines(app, deadlines)
     setup_database(app)
     setup_redis(app)
     setup_pages(app)

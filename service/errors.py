@@ -1,8 +1,8 @@
-"""One middleware turns every failure into the contract's error envelope."""
+"""Every failure as the contract's error envelope (the middleware is in service/edge.py)."""
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 import logging
 import os
 import re
@@ -12,8 +12,6 @@ from typing import Any
 import asyncpg
 import orjson
 from aiohttp import web
-
-from service.keys import request_id_key
 
 log = logging.getLogger("service.errors")
 
@@ -96,37 +94,49 @@ UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError,
                asyncpg.TooManyConnectionsError, asyncpg.LockNotAvailableError)
 
 
-def error_middleware_for(request_timeout: float):
-    """The one error middleware; `request_timeout` bounds a whole request (503 past it)."""
+def answer_for(exc: Exception, rid: str) -> web.Response:
+    """The response for a failure the handler raised; a bug is logged (kind and place only)."""
+    if isinstance(exc, ApiError):
+        return envelope(exc.status, exc.msg, exc.errors, exc.headers)
+    if isinstance(exc, web.HTTPException) and exc.status >= 400:
+        field, msg = HTTP_ERRORS.get(exc.status, ("request", exc.reason))
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return envelope(exc.status, msg, {field: [msg]}, headers)
+    if isinstance(exc, UNAVAILABLE):
+        # The kind only: a driver's message may quote a statement or a host.
+        log.warning("dependency unavailable request_id=%s kind=%s at=%s", rid,
+                    type(exc).__name__, where(exc))
+        return unavailable()
+    log.error("unhandled error request_id=%s kind=%s at=%s", rid, type(exc).__name__, where(exc))
+    return web.Response(status=500, text="Internal Server Error")
 
-    @web.middleware
-    async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
-        rid = request.headers.get("X-Request-ID", "")
-        if not _REQUEST_ID.fullmatch(rid):
-            rid = os.urandom(8).hex()
-        request[request_id_key] = rid
-        try:
-            async with asyncio.timeout(request_timeout):
-                response = await handler(request)
-        except ApiError as exc:
-            response = envelope(exc.status, exc.msg, exc.errors, exc.headers)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            field, msg = HTTP_ERRORS.get(exc.status, ("request", exc.reason))
-            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-            response = envelope(exc.status, msg, {field: [msg]}, headers)
-        except UNAVAILABLE as exc:
-            # The kind only: a driver's message may quote a statement or a host.
-            log.warning("dependency unavailable request_id=%s kind=%s at=%s", rid,
-                        type(exc).__name__, where(exc))
-            response = envelope(503, UNAVAILABLE_MSG, {"service": [UNAVAILABLE_MSG]},
-                                {"Retry-After": "1"})
-        except Exception as exc:
-            log.error("unhandled error request_id=%s kind=%s at=%s", rid, type(exc).__name__,
-                      where(exc))
-            response = web.Response(status=500, text="Internal Server Error")
-        response.headers["X-Request-ID"] = rid
-        return response
 
-    return error_middleware
+def unavailable() -> web.Response:
+    return envelope(503, UNAVAILABLE_MSG, {"service": [UNAVAILABLE_MSG]}, {"Retry-After": "1"})
+
+
+class _RequestIds:
+    """16 hex digits: a random per-process prefix and a counter. Unique across workers and
+    restarts without a system call per request (os.urandom was 0.8 µs of a 40 µs hit)."""
+
+    def __init__(self) -> None:
+        self.renew()
+        # A forked worker must not count on from its parent's prefix.
+        os.register_at_fork(after_in_child=self.renew)
+
+    def renew(self) -> None:
+        self._prefix = os.urandom(4).hex()
+        self._count = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._count) & 0xFFFFFFFF:08x}"
+
+
+_new_request_id = _RequestIds()
+
+
+def request_id_of(header: str | None) -> str:
+    """The caller's X-Request-ID if it is sane, else a new one."""
+    if header is not None and _REQUEST_ID.fullmatch(header):
+        return header
+    return _new_request_id()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
 from typing import Any
 
 import orjson
@@ -51,9 +52,65 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+# The handler `configure` installed: request lines in JSON go straight to its stream.
+_handler: logging.StreamHandler | None = None
+
+
+class _Timestamps:
+    """`JsonFormatter`'s "ts", formatted once per second: datetime's isoformat was 3.6 µs."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, wall: float) -> str:
+        second = int(wall)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((wall - second) * 1000):03d}+00:00"
+
+
+_timestamp = _Timestamps()
+
+
+def request_lines(logger: logging.Logger,
+                  records: list[tuple[float, str | None, dict[str, Any]]]) -> None:
+    """One INFO line "request" per (wall time, request id, fields), written at once. The
+    same lines as `logger.info("request", extra=...)` gives with the JSON format; any other
+    set-up (text, tests' capture, an embedding application's handlers) gets exactly that."""
+    handler = _handler
+    if (handler is None or not isinstance(handler.formatter, JsonFormatter)
+            or logging.getLogger().handlers != [handler] or not logger.propagate
+            or logger.handlers or logger.filters):
+        for _, rid, fields in records:
+            logger.info("request", extra={"request_id": rid, "fields": fields})
+        return
+    head = {"ts": "", "level": "INFO", "logger": logger.name, "msg": "request",
+            "pid": os.getpid()}
+    out = []
+    for wall, rid, fields in records:
+        line = {**head, "ts": _timestamp(wall)}
+        if rid is not None:
+            line["request_id"] = rid
+        line.update(fields)
+        out.append(orjson.dumps(line, default=str))
+    text = b"\n".join(out).decode() + "\n"
+    handler.acquire()
+    try:
+        handler.stream.write(text)
+        handler.flush()
+    except Exception:  # as logging does: a broken stream must not break the service
+        handler.handleError(logging.makeLogRecord({"msg": "request lines"}))
+    finally:
+        handler.release()
+
+
 def configure(settings: Settings) -> None:
     """Replace the root handlers: stderr, one record per line, in the configured format."""
+    global _handler
     handler = logging.StreamHandler()
+    _handler = handler
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -26,6 +26,8 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as _multiprocess
 
+from service.keys import recorder_key
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # The hot path is ~1 ms from Redis and a few ms from PostgreSQL; the tail up to the 5 s
@@ -120,5 +122,8 @@ def mark_process_dead(pid: int) -> None:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
+    # This process's batch first (service/observe.py); other workers' are at most one flush
+    # interval behind.
+    request.app[recorder_key].flush()
     body = generate_latest(registry())
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

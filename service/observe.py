@@ -1,22 +1,27 @@
-"""Per request: one log line and the request metrics (README "Seeing inside").
+"""Per request: one log line and the request metrics (README "Seeing inside"), in batches.
 
-The middleware sits outside the error middleware, so it sees the final status of every
-request, errors included, and the request id that the error middleware settled on.
+A hot hit costs this process about 40 µs in all; a log record through `logging` (LogRecord,
+formatter, a write and a flush) cost 13 µs of it and the metric calls 3 µs more. So a request
+only appends a tuple here; every `interval` seconds, before a scrape of this process and at
+shutdown, the batch becomes counter increments (one per kind of request, not one per request),
+histogram observations and log lines written in one call. What that costs: a request's line
+and counts appear up to `interval` late, and a worker killed with SIGKILL loses its last
+`interval` of them (SIGTERM flushes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import hashlib
 import hmac
 import logging
-import time
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service import metrics
-from service.keys import member_hash_key_key, principal_key, request_id_key
+from service import logs, metrics
 
 log = logging.getLogger("service.access")
 
@@ -25,6 +30,9 @@ log = logging.getLogger("service.access")
 CANCELLED = 499
 # Any other method a client invents is counted as OTHER: label values stay a bounded set.
 METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"})
+# A batch is written in one go, holding the loop: bounded so that it costs about a
+# millisecond (not the 12 ms seen at p99 with 0.25 s of requests at 10k/s).
+MAX_PENDING = 256
 
 
 def member_hash_key(jwt_secret: str) -> bytes:
@@ -48,53 +56,79 @@ def route_of(request: web.Request) -> str:
 @functools.lru_cache(maxsize=4096)
 def _series(route: str, method: str, status: int, cache: str | None):
     """The labelled series of one kind of request, looked up once: `labels()` takes a lock and
-    validates its arguments on every call, a third of the metrics' cost per request. The label
-    sets are bounded (route templates, methods, statuses, cache outcomes)."""
+    validates its arguments on every call. The label sets are bounded (route templates,
+    methods, statuses, cache outcomes)."""
     return (metrics.REQUESTS.labels(route, method, str(status)),
             metrics.LATENCY.labels(route),
             metrics.CACHE_LOOKUPS.labels(cache) if cache else None)
 
 
-@web.middleware
-async def observe_middleware(request: web.Request, handler) -> web.StreamResponse:
-    start = time.perf_counter()
-    status = 500
-    response: web.StreamResponse | None = None
-    metrics.IN_FLIGHT.inc()
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    except asyncio.CancelledError:
-        status = CANCELLED
-        raise
-    finally:
-        metrics.IN_FLIGHT.dec()
-        elapsed = time.perf_counter() - start
-        route = route_of(request)
-        cache = response.headers.get("X-Cache") if response is not None else None
-        method = request.method if request.method in METHODS else "OTHER"
-        counter, histogram, outcome = _series(route, method, status, cache)
-        counter.inc()
-        histogram.observe(elapsed)
-        if outcome is not None:
-            outcome.inc()
-        fields = {
-            "method": request.method,
+class RequestRecorder:
+    """The requests of one process since the last flush."""
+
+    def __init__(self, hash_key: bytes, interval: float) -> None:
+        self.hash_key = hash_key
+        self.interval = interval
+        self.in_flight = 0
+        # (wall time, request id, method, route, status, seconds, cache, tenant, member id)
+        self._pending: list[tuple] = []
+
+    def add(self, wall: float, rid: str | None, method: str, route: str, status: int,
+            elapsed: float, cache: str | None, tenant: int | None,
+            member_id: int | None) -> None:
+        self._pending.append((wall, rid, method, route, status, elapsed, cache, tenant,
+                              member_id))
+        if len(self._pending) >= MAX_PENDING:
+            self.flush()
+
+    def flush(self) -> None:
+        metrics.IN_FLIGHT.set(self.in_flight)
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        kinds: collections.Counter[tuple] = collections.Counter()
+        for _, _, method, route, status, elapsed, cache, _, _ in batch:
+            kind = (route, method if method in METHODS else "OTHER", status, cache)
+            kinds[kind] += 1
+            _series(*kind)[1].observe(elapsed)
+        for kind, n in kinds.items():
+            counter, _, outcome = _series(*kind)
+            counter.inc(n)
+            if outcome is not None:
+                outcome.inc(n)
+        if log.isEnabledFor(logging.INFO):
+            logs.request_lines(log, [self._fields(r) for r in batch])
+
+    def _fields(self, record: tuple) -> tuple[float, str | None, dict]:
+        wall, rid, method, route, status, elapsed, cache, tenant, member_id = record
+        member = None
+        if tenant is not None and member_id is not None:
+            member = member_hash(self.hash_key, tenant, member_id)
+        return wall, rid, {
+            "method": method,
             "route": route,
             "status": status,
             "duration_ms": round(elapsed * 1000, 3),
             "cache": cache,
-            "tenant": None,
-            "member": None,
+            "tenant": tenant,
+            "member": member,
         }
-        principal = request.get(principal_key)
-        if principal is not None:
-            fields["tenant"] = principal.uniacid
-            fields["member"] = member_hash(request.app[member_hash_key_key],
-                                           principal.uniacid, principal.member_id)
-        log.info("request", extra={"request_id": request.get(request_id_key),
-                                   "fields": fields})
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.flush()
+
+
+def setup_recorder(app: web.Application, recorder: RequestRecorder) -> None:
+    async def recorder_ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(recorder.run(), name="request-recorder")
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            # Last, so that the requests answered during the drain are in it too.
+            recorder.flush()
+
+    app.cleanup_ctx.append(recorder_ctx)

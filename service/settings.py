@@ -97,6 +97,9 @@ class Settings:
     shutdown_grace_seconds: float = 10.0
     log_format: str = "json"
     log_level: str = "INFO"
+    # Request log lines and request metrics are written in batches (service/observe.py): a
+    # request appears in them up to this late.
+    observe_flush_seconds: float = 0.25
 
     def __post_init__(self) -> None:
         if self.response_shape not in RESPONSE_SHAPES:
@@ -165,7 +168,8 @@ class Settings:
         if self.db_statement_timeout_ms < 1:
             raise SettingsError("DB_STATEMENT_TIMEOUT_MS must be at least 1")
         for name in ("db_acquire_timeout_seconds", "http_keepalive_seconds",
-                     "body_timeout_seconds", "request_timeout_seconds"):
+                     "body_timeout_seconds", "request_timeout_seconds",
+                     "observe_flush_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be positive")
         for name in ("http_max_line_bytes", "http_max_field_bytes"):

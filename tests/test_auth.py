@@ -208,6 +208,29 @@ async def test_expiry_follows_the_clock(client, clock, member):
     await coupons(client, token)
 
 
+async def test_a_memoised_request_still_checks_the_token_times(client, clock, member):
+    """A repeated GET skips parsing and validation (ResolvedMemo) and is answered from the
+    local layer, but the token's exp and nbf are checked against the clock every time."""
+    headers = {"Authorization": f"Bearer {token_for(1, 1, ttl=60)}"}
+    params = {"client": "work", "type": "17"}
+    first = await client.get(PATH_SHORT, params=params, headers=headers)
+    assert first.status == 200 and first.headers["X-Cache"] == "miss"
+    again = await client.get(PATH_SHORT, params=params, headers=headers)
+    assert again.status == 200 and again.headers["X-Cache"] == "local"
+    assert await again.read() == await first.read()
+    clock.advance(60 + 11)
+    late = await client.get(PATH_SHORT, params=params, headers=headers)
+    assert late.status == 401 and "过期" in (await late.json())["msg"]
+    # Not before: a token whose nbf the clock has not reached, memoised while it was valid.
+    token = sign(claims(nbf=T + 60, exp=T + 3600))
+    clock.set(NOW + dt.timedelta(seconds=60))
+    assert (await client.get(PATH_SHORT, params=params,
+                             headers={"Authorization": f"Bearer {token}"})).status == 200
+    clock.set(NOW)
+    assert (await client.get(PATH_SHORT, params=params,
+                             headers={"Authorization": f"Bearer {token}"})).status == 401
+
+
 async def test_clock_not_wall_time_decides(client, clock, member):
     # Far in the future of the service's clock a token of NOW has long expired...
     clock.set(dt.datetime(2040, 1, 1, tzinfo=dt.UTC))

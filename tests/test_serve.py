@@ -298,6 +298,15 @@ async def test_two_workers_one_metrics_view_and_json_request_logs(
                 return value(samples, "coupons_cache_invalidations_total", source="member") >= 2
 
             await wait_for(invalidated, 10, "the write invalidated by both workers")
+
+            async def all_recorded() -> bool:
+                # Each worker writes its request counts every OBSERVE_FLUSH_SECONDS.
+                async with session.get(server.base + "/metrics") as r:
+                    samples = scrape(await r.text())
+                return value(samples, "coupons_http_requests_total", route="/api/v2/coupons",
+                             method="GET", status="200") == 30
+
+            await wait_for(all_recorded, 10, "both workers' request counts flushed")
             # Several scrapes land on either worker; each shows the sum over both.
             pages = []
             for _ in range(6):

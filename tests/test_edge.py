@@ -1,0 +1,105 @@
+"""The edge middleware's request bound (REQUEST_TIMEOUT_SECONDS) kept by `Deadlines`: a request
+past it is answered 503; a client's or a shutdown's cancellation is never turned into one."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+import asyncpg
+import pytest
+
+from service.edge import TICK_SECONDS, Deadlines
+from tests.conftest import token_for
+from tests.helpers import check_error, coupons
+
+
+async def parked() -> None:
+    await asyncio.Event().wait()
+
+
+async def test_expire_cancels_only_the_overdue() -> None:
+    deadlines = Deadlines(10)
+    old, young = asyncio.create_task(parked()), asyncio.create_task(parked())
+    await asyncio.sleep(0)
+    deadlines.enter(old, 100.0)
+    deadlines.enter(young, 105.0)
+    assert deadlines.expire(109.9) == 0
+    assert deadlines.expire(110.0) == 1
+    assert deadlines.expire(111.0) == 0, "an expired task is cancelled once"
+    with pytest.raises(asyncio.CancelledError):
+        await old
+    assert deadlines.timed_out(old)
+    assert not young.done()
+    deadlines.leave(old)
+    deadlines.leave(young)
+    young.cancel()
+    assert deadlines.expire(1e9) == 0, "left: never cancelled"
+
+
+async def test_timed_out_withdraws_only_its_own_cancellation() -> None:
+    deadlines = Deadlines(1)
+    seen: list[bool] = []
+
+    async def request() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        deadlines.enter(task, 0.0)
+        try:
+            await parked()
+        except asyncio.CancelledError:
+            seen.append(deadlines.timed_out(task))
+            if not seen[-1]:
+                raise
+        finally:
+            deadlines.leave(task)
+
+    # The deadline's cancellation: withdrawn, the request goes on to answer 503.
+    task = asyncio.create_task(request())
+    await asyncio.sleep(0)
+    deadlines.expire(5.0)
+    await task
+    assert seen == [True] and not task.cancelled() and task.cancelling() == 0
+
+    # A client that went away: not ours, it propagates.
+    task = asyncio.create_task(request())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen == [True, False]
+
+    # Both at once (the shutdown's cancel lands beside the deadline's): still a cancellation.
+    task = asyncio.create_task(request())
+    await asyncio.sleep(0)
+    deadlines.expire(5.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen == [True, False, False]
+
+
+async def test_a_request_past_the_bound_is_answered_503(make_client, settings, rows,
+                                                        database_url):
+    await rows.member(1, 1)
+    await rows.tenant(1)
+    await rows.member_coupon(await rows.coupon(1))
+    # The database bounds far away, so only the request bound can end the wait.
+    client = await make_client(dataclasses.replace(
+        settings, request_timeout_seconds=0.2, db_statement_timeout_ms=30_000,
+        db_command_timeout_seconds=30.0))
+    locker = await asyncpg.connect(database_url)
+    try:
+        async with locker.transaction():
+            await locker.execute("LOCK TABLE yz_member_coupon IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            body = await coupons(client, token_for(), expected_status=503)
+            waited = time.monotonic() - started
+        check_error(body)
+        assert 0.2 <= waited <= 0.2 + TICK_SECONDS + 1.0, waited
+    finally:
+        await locker.close()
+    # The pool's connection was not lost to the cancelled statement: the next one answers.
+    body = await coupons(client, token_for())
+    assert body["data"]["total"] == 1
