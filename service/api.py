@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import json
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -14,10 +15,11 @@ import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from marshmallow import Schema, ValidationError
-from multidict import MultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
 
 from service import metrics
 from service.auth import Claims, authenticate_service
+from service.edge import SERVER_NAME
 from service.errors import ApiError
 from service.keys import (
     clock_key,
@@ -215,12 +217,22 @@ async def _resolve(request: web.Request, now_s: int) -> Resolved:
 
 
 def _page_response(request: web.Request, body: bytes, etag: str, outcome: str) -> web.Response:
-    headers = {"Content-Type": "application/json", "ETag": f'"{etag}"',
-               "Cache-Control": "private, no-cache", "X-Cache": outcome}
+    headers = _page_headers(etag, outcome)
     if etag_matches(request.headers.get("If-None-Match"), headers["ETag"]):
+        headers = headers.copy()
         del headers["Content-Type"]
         return web.Response(status=304, headers=headers)
     return web.Response(body=body, headers=headers)
+
+
+@functools.lru_cache(maxsize=4096)
+def _page_headers(etag: str, outcome: str) -> CIMultiDictProxy[str]:
+    """A page's headers, built once per page version (the Response copies them), with the
+    ones service/edge.py would add."""
+    return CIMultiDictProxy(CIMultiDict({
+        "Content-Type": "application/json", "ETag": f'"{etag}"',
+        "Cache-Control": "private, no-cache", "X-Cache": outcome,
+        "Server": SERVER_NAME, "X-Content-Type-Options": "nosniff"}))
 
 
 def etag_matches(header: str | None, etag: str) -> bool:

@@ -63,16 +63,24 @@ def last_page(total: int, per_page: int) -> int:
     return max(1, -(-total // per_page))
 
 
+_CENTS = Decimal("0.01")
+
+
 def money(value: Decimal | int | float | None) -> str:
-    return f"{Decimal(value or 0).quantize(Decimal('0.01')):.2f}"
+    # The columns are numeric(14, 2): formatting alone gives the same digits as quantizing
+    # first (both round half to even), at a third of the cost.
+    if type(value) is Decimal:
+        return f"{value:.2f}"
+    return f"{Decimal(value or 0).quantize(_CENTS):.2f}"
 
 
+# isoformat, then cut: strftime was half of a rendered coupon's cost (five dates each).
 def fmt_datetime(value: dt.datetime | None, tz: ZoneInfo) -> str | None:
-    return None if value is None else value.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+    return None if value is None else value.astimezone(tz).isoformat(" ", "seconds")[:19]
 
 
 def fmt_date(value: dt.datetime | None, tz: ZoneInfo) -> str | None:
-    return None if value is None else value.astimezone(tz).strftime("%Y-%m-%d")
+    return None if value is None else value.astimezone(tz).date().isoformat()
 
 
 def _names(values: Sequence[str] | None) -> str:

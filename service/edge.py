@@ -106,8 +106,10 @@ def edge_middleware_for(recorder: RequestRecorder, deadlines: Deadlines):
             headers = response.headers
             headers["X-Request-ID"] = rid
             # No server version on the wire; JSON is never sniffed into something executable.
-            headers["Server"] = SERVER_NAME
-            headers["X-Content-Type-Options"] = "nosniff"
+            # (A page's prebuilt headers carry these already: service/api.py.)
+            if headers.get("Server") != SERVER_NAME:
+                headers["Server"] = SERVER_NAME
+                headers["X-Content-Type-Options"] = "nosniff"
             if "Cache-Control" not in headers:
                 headers["Cache-Control"] = "private, no-cache"
             return response

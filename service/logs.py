@@ -71,31 +71,25 @@ class _Timestamps:
         return f"{self._prefix}.{int((wall - second) * 1000):03d}+00:00"
 
 
-_timestamp = _Timestamps()
+timestamp = _Timestamps()
 
 
-def request_lines(logger: logging.Logger,
-                  records: list[tuple[float, str | None, dict[str, Any]]]) -> None:
-    """One INFO line "request" per (wall time, request id, fields), written at once. The
-    same lines as `logger.info("request", extra=...)` gives with the JSON format; any other
-    set-up (text, tests' capture, an embedding application's handlers) gets exactly that."""
+def json_sink(logger: logging.Logger) -> logging.StreamHandler | None:
+    """The handler `configure` installed, when `logger`'s INFO records would reach it and only
+    it, formatted as JSON: then lines may be written to it directly (service/observe.py).
+    None for any other set-up (text, tests' capture, an embedding application's handlers),
+    which gets the records through logging."""
     handler = _handler
     if (handler is None or not isinstance(handler.formatter, JsonFormatter)
             or logging.getLogger().handlers != [handler] or not logger.propagate
-            or logger.handlers or logger.filters):
-        for _, rid, fields in records:
-            logger.info("request", extra={"request_id": rid, "fields": fields})
-        return
-    head = {"ts": "", "level": "INFO", "logger": logger.name, "msg": "request",
-            "pid": os.getpid()}
-    out = []
-    for wall, rid, fields in records:
-        line = {**head, "ts": _timestamp(wall)}
-        if rid is not None:
-            line["request_id"] = rid
-        line.update(fields)
-        out.append(orjson.dumps(line, default=str))
-    text = b"\n".join(out).decode() + "\n"
+            or logger.handlers or logger.filters or not logger.isEnabledFor(logging.INFO)
+            or handler.level > logging.INFO):
+        return None
+    return handler
+
+
+def write(handler: logging.StreamHandler, text: str) -> None:
+    """Lines written at once, under the handler's lock."""
     handler.acquire()
     try:
         handler.stream.write(text)
