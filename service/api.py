@@ -7,9 +7,9 @@ import dataclasses
 import datetime as dt
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -43,6 +43,7 @@ PATH_PLUGIN = "/" + ROUTE_NAME
 PATH_MALL_ROUTER = "/addons/yun_shop/api.php"
 PATH_SHORT = "/api/v2/coupons"
 JSON_TYPES = ("application/json",)
+T = TypeVar("T")
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -60,18 +61,22 @@ async def read_params(request: web.Request) -> dict[str, Any]:
     params = _last_wins(request.query)
     if request.method != "POST" or not request.body_exists:
         return params
+    params.update(await _bounded(request, _read_body(request)))
+    return params
+
+
+async def _bounded(request: web.Request, reading: Awaitable[T]) -> T:
+    """Reading the body, with its errors as the caller's."""
     try:
         # A client trickling its body must not hold the request open for long.
         async with asyncio.timeout(request.app[settings_key].body_timeout_seconds):
-            body = await _read_body(request)
+            return await reading
     except TimeoutError:
         msg = "请求体发送超时"
         raise ApiError(408, msg, {"body": [msg]}) from None
     except BAD_BODY:
         # A charset Python does not know, a corrupt compressed body, broken form encoding.
         raise _bad_request("body", "请求体无法解析，请检查编码与内容类型") from None
-    params.update(body)
-    return params
 
 
 # What reading a malformed body raises inside aiohttp and the codecs (never a server fault).
@@ -162,12 +167,12 @@ async def coupons(request: web.Request) -> web.Response:
     now_ms = app[clock_key].now_ms()
     now_s = now_ms // 1000
     verifier = app[verifier_key]
-    key = (request.raw_path, request.headers.get("Authorization"))
-    memo = app[resolved_key] if request.method == "GET" else None
-    resolved = memo.get(key) if memo is not None else None
+    key = await _memo_key(request)
+    memo = app[resolved_key]
+    resolved = memo.get(key) if key is not None else None
     if resolved is None:
         resolved = await _resolve(request, now_s)
-        if memo is not None:
+        if key is not None:
             memo.put(key, resolved)
     principal = verifier.check(resolved.claims, now_s)
     request[principal_key] = principal  # for the request log line (tenant, member hash)
@@ -178,6 +183,36 @@ async def coupons(request: web.Request) -> web.Response:
     now = dt.datetime.fromtimestamp(now_s, dt.UTC)
     result = await pages.get(resolved.query, now, staff_id=principal.staff_id, now_ms=now_ms)
     return _page_response(request, result.body, result.etag, result.outcome)
+
+
+# The sidebar POSTs a small form; a body up to this size is part of the memo's key.
+MEMO_BODY_BYTES = 1024
+# A multipart body is read as a stream by aiohttp: it cannot be read once for the key and again
+# for the parameters.
+MEMO_BODY_TYPES = ("application/x-www-form-urlencoded", "application/json")
+
+
+async def _memo_key(request: web.Request) -> tuple | None:
+    """What decides a request's meaning apart from the time; None: not memoised."""
+    method = request.method
+    authorization = request.headers.get("Authorization")
+    if method == "GET":
+        return (request.raw_path, authorization)
+    if method != "POST":
+        return None
+    length = request.content_length
+    if (length is None or length > MEMO_BODY_BYTES or request.content_type not in MEMO_BODY_TYPES
+            or not request.content.is_eof()):
+        return None
+    # Whole in the buffer, so this cannot wait; kept by aiohttp for read_params (post() and
+    # read() reuse it). A body that fails here fails again there, after the token's check, so
+    # the errors keep their order (401 before 400).
+    try:
+        body = await request.read()
+    except BAD_BODY:
+        return None
+    return (request.raw_path, authorization, request.content_type,
+            request.headers.get("Content-Encoding"), request.charset, body)
 
 
 async def _resolve(request: web.Request, now_s: int) -> Resolved:

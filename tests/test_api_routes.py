@@ -90,6 +90,38 @@ async def test_identical_answers_are_not_trivially_empty(client, tok):
     assert [i["belongs_to_coupon"]["name"] for i in items_of(used)] == ["已用"]
 
 
+
+@pytest.mark.parametrize("body", ["form", "json"])
+async def test_a_repeated_post_is_resolved_once_and_answered_locally(client, tok, body):
+    """The sidebar POSTs a small form: its body is part of the key of the resolved-request
+    memo, so a repeat skips parsing and validation and is a local hit; another body is
+    another request."""
+    headers = {"Authorization": f"Bearer {tok}"}
+
+    def sent(**fields: int) -> dict:
+        fields = {"client": "work", "type": 17, "coupon_type": 0, **fields}
+        return ({"data": {k: str(v) for k, v in fields.items()}} if body == "form"
+                else {"json": fields})
+
+    send = sent(status_request=1)
+    first = await client.post(PATH_SHORT, headers=headers, **send)
+    again = await client.post(PATH_SHORT, headers=headers, **send)
+    assert first.status == again.status == 200
+    assert (first.headers["X-Cache"], again.headers["X-Cache"]) == ("miss", "local")
+    assert await first.read() == await again.read()
+    other = sent(status_request=3)
+    used = await client.post(PATH_SHORT, headers=headers, **other)
+    assert used.status == 200
+    assert [i["belongs_to_coupon"]["name"] for i in items_of(await used.json())] == ["已用"]
+    # The query string says unused, the body (which wins) says used: still the used tab.
+    both = await client.post(PATH_SHORT, headers=headers, params={"status_request": "1"},
+                             **other)
+    assert [i["belongs_to_coupon"]["name"] for i in items_of(await both.json())] == ["已用"]
+    # A bad body after a good one with the same path and token: validated, not remembered.
+    bad = sent(status_request=1, page=0)
+    refused = await client.post(PATH_SHORT, headers=headers, **bad)
+    assert refused.status == 400
+
 async def test_mall_router_i_may_be_in_body(client, tok):
     resp = await client.post(PATH_MALL_ROUTER, params={"route": ROUTE_NAME},
                              data={"client": "work", "type": "17", "i": "1"},
