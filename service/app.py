@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -16,7 +17,7 @@ from service.auth import TokenVerifier
 from service.cache import CircuitBreaker, PageCache
 from service.clock import Clock, SystemClock
 from service.contacts import ContactCache
-from service.edge import SERVER_NAME, Deadlines, edge_middleware_for, setup_deadlines
+from service.edge import SERVER_NAME, TICK_SECONDS, Deadlines, edge_middleware_for
 from service.errors import HTTP_ERRORS, envelope, server_log
 from service.keys import (
     clock_key,
@@ -34,13 +35,14 @@ from service.keys import (
     verifier_key,
 )
 from service.limits import Rate, RateLimiter
-from service.listener import InvalidationListener, stop_task
+from service.listener import InvalidationListener
 from service.localcache import LocalCache
-from service.observe import RequestRecorder, member_hash_key, setup_recorder
+from service.observe import RequestRecorder, member_hash_key
 from service.pages import CacheTrust, CouponPages
 from service.redis_client import connect as connect_redis
 from service.repository import CouponRepository, keep_session, warm_connection
 from service.settings import Settings
+from service.tasks import setup_ticker, stop_task
 
 log = logging.getLogger("service.app")
 
@@ -226,8 +228,7 @@ def handler_args(settings: Settings) -> dict[str, object]:
 def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
     if settings.database_url is None or settings.redis_url is None:
         raise ValueError("create_app needs resolved DATABASE_URL and REDIS_URL")
-    recorder = RequestRecorder(member_hash_key(settings.auth_jwt_secret),
-                               settings.observe_flush_seconds)
+    recorder = RequestRecorder(member_hash_key(settings.auth_jwt_secret))
     deadlines = Deadlines(settings.request_timeout_seconds)
     app = web.Application(
         middlewares=[edge_middleware_for(recorder, deadlines)],
@@ -241,9 +242,12 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[verifier_key] = TokenVerifier.from_settings(settings)
     app[limiter_key] = rate_limiter(settings)
     app[openapi_key] = openapi.document()
-    # First: its last flush runs after every other context has closed.
-    setup_recorder(app, recorder)
-    setup_deadlines(app, deadlines)
+    # First: the recorder's last flush runs after every other context has closed, so that the
+    # requests answered during the drain are in it too.
+    setup_ticker(app, "request-recorder", settings.observe_flush_seconds, recorder.flush,
+                 last=recorder.flush)
+    setup_ticker(app, "request-deadlines", TICK_SECONDS,
+                 lambda: deadlines.expire(time.monotonic()))
     setup_database(app)
     setup_redis(app)
     setup_pages(app)

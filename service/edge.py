@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -58,23 +57,6 @@ class Deadlines:
             self._expired.add(task)
             task.cancel()
         return len(overdue)
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(TICK_SECONDS)
-            self.expire(time.monotonic())
-
-
-def setup_deadlines(app: web.Application, deadlines: Deadlines) -> None:
-    async def deadlines_ctx(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(deadlines.run(), name="request-deadlines")
-        try:
-            yield
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    app.cleanup_ctx.append(deadlines_ctx)
 
 
 def edge_middleware_for(recorder: RequestRecorder, deadlines: Deadlines):

@@ -26,20 +26,6 @@ CHANNEL = "coupons_invalidate"
 SOURCES = {"m": "member", "c": "coupon", "t": "tenant", "*": "truncate"}
 
 
-async def stop_task(task: asyncio.Task) -> None:
-    """Cancel `task` and wait for it to end. A cancellation can be swallowed inside a library
-    call (Python 3.11's asyncio.timeout loses one that races its own expiry), after which the
-    task would wait on its queue forever and hang shutdown: cancel again until it is done."""
-    task.cancel()
-    while not task.done():
-        done, _ = await asyncio.wait({task}, timeout=0.5)
-        if not done:
-            task.cancel()
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("background task %s ended with %s", task.get_name(),
-                    type(task.exception()).__name__)
-
-
 class InvalidationListener:
     def __init__(self, dsn: str, pages: CouponPages, repository: CouponRepository, *,
                  heartbeat: float, holders_max: int) -> None:

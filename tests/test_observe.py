@@ -43,7 +43,7 @@ def json_stream() -> Iterator[io.StringIO]:
 
 
 def test_a_batch_is_counted_once_per_request() -> None:
-    recorder = RequestRecorder(KEY, 60)
+    recorder = RequestRecorder(KEY)
     before = {
         "ok": sample("coupons_http_requests_total", route=ROUTE, method="GET", status="200"),
         "other": sample("coupons_http_requests_total", route=ROUTE, method="OTHER",
@@ -75,7 +75,7 @@ def test_a_batch_is_counted_once_per_request() -> None:
 
 
 def test_in_flight_is_published_on_flush() -> None:
-    recorder = RequestRecorder(KEY, 60)
+    recorder = RequestRecorder(KEY)
     recorder.in_flight = 3
     recorder.flush()
     assert sample("coupons_http_requests_in_flight") == 3
@@ -85,7 +85,7 @@ def test_in_flight_is_published_on_flush() -> None:
 
 
 def test_json_lines_match_the_formatter() -> None:
-    recorder = RequestRecorder(KEY, 60)
+    recorder = RequestRecorder(KEY)
     wall = 1781488800.25
     recorder.add(wall, "rid-1", "GET", ROUTE, 200, 0.0012345, "local", 1, 2)
     recorder.add(wall + 1.5, None, "POST", "unmatched", 404, 0.002, None, None, None)
@@ -110,7 +110,7 @@ def test_json_lines_match_the_formatter() -> None:
 
 def test_without_the_json_handler_lines_go_through_logging(caplog) -> None:
     caplog.set_level(logging.INFO, logger="service.access")
-    recorder = RequestRecorder(KEY, 60)
+    recorder = RequestRecorder(KEY)
     recorder.add(1.0, "rid-2", "GET", ROUTE, 200, 0.001, "hit", 1, 2)
     recorder.flush()
     [record] = [r for r in caplog.records if r.name == "service.access"]
@@ -119,7 +119,7 @@ def test_without_the_json_handler_lines_go_through_logging(caplog) -> None:
 
 
 def test_a_full_batch_is_flushed_at_once() -> None:
-    recorder = RequestRecorder(KEY, 3600)
+    recorder = RequestRecorder(KEY)
     with json_stream() as stream:
         for n in range(MAX_PENDING - 1):
             recorder.add(1.0, f"r{n}", "GET", ROUTE, 200, 0.001, None, None, None)
