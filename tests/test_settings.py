@@ -281,6 +281,7 @@ def test_pool_sizes(tmp_path: Path, min_size: int, max_size: int, ok: bool) -> N
         ("http_keepalive_seconds", 0, "HTTP_KEEPALIVE_SECONDS"),
         ("body_timeout_seconds", -1, "BODY_TIMEOUT_SECONDS"),
         ("request_timeout_seconds", 0, "REQUEST_TIMEOUT_SECONDS"),
+        ("observe_flush_seconds", 0, "OBSERVE_FLUSH_SECONDS"),
         ("rate_limit_staff_per_minute", -1, "RATE_LIMIT_STAFF_PER_MINUTE"),
         ("rate_limit_member_burst", 0, "RATE_LIMIT_MEMBER_BURST"),
         ("contact_cache_size", 0, "CONTACT_CACHE_SIZE"),
