@@ -5,7 +5,8 @@ into the pool."""
 from __future__ import annotations
 
 import asyncio
-import time
+import subprocess
+import sys
 
 import asyncpg
 import pytest
@@ -15,16 +16,34 @@ from service.keys import db_pool_key, repository_key
 from service.repository import CouponRepository, PageQuery, UseRefused
 from tests.conftest import NOW
 
-KILL = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+# Materialised first: the planner may evaluate pg_terminate_backend before `pid <> own pid`.
+KILL = ("WITH victims AS MATERIALIZED (SELECT pid FROM pg_stat_activity "
         "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-        "AND backend_type = 'client backend'")
+        "AND backend_type = 'client backend') "
+        "SELECT array_agg(pid) FROM victims WHERE pg_terminate_backend(pid)")
+
+# Run in another process while this one's event loop is frozen: polls until the backends are
+# gone, i.e. their FATAL messages and ends of stream are on the pooled connections' sockets.
+WAIT_GONE = """
+import asyncio, sys, asyncpg
+async def main():
+    conn = await asyncpg.connect(sys.argv[1])
+    pids = [int(p) for p in sys.argv[2:]]
+    async with asyncio.timeout(20):
+        while await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", pids):
+            await asyncio.sleep(0.01)
+    await conn.close()
+asyncio.run(main())
+"""
 
 
 def retries() -> float:
     return REGISTRY.get_sample_value("coupons_db_read_retries_total", {"pool": "primary"}) or 0.0
 
 
-async def drop_every_backend_unseen(db: asyncpg.Connection, pool: asyncpg.Pool) -> None:
+async def drop_every_backend_unseen(db: asyncpg.Connection, pool: asyncpg.Pool,
+                                    database_url: str) -> None:
     """Every pool connection open and idle, then killed on the server while this process's
     event loop is frozen, so that asyncpg has not read the FATAL message nor the end of stream
     when the next statement goes out: the race of a restart, made certain. (Measured with a
@@ -35,10 +54,11 @@ async def drop_every_backend_unseen(db: asyncpg.Connection, pool: asyncpg.Pool) 
         await conn.fetchval("SELECT 1")
     for conn in conns:
         await pool.release(conn)
-    assert await db.fetchval(KILL) >= size
-    # Blocking on purpose: the server needs a moment to end the backends, and the loop must not
-    # run meanwhile.
-    time.sleep(0.2)  # noqa: ASYNC251
+    pids = await db.fetchval(KILL)
+    assert pids is not None and len(pids) >= size
+    # Blocking on purpose: the loop must not run until the server has ended the backends.
+    subprocess.run([sys.executable, "-c", WAIT_GONE, database_url, *map(str, pids)],  # noqa: ASYNC221
+                   check=True, timeout=60)
 
 
 @pytest.fixture
@@ -54,10 +74,10 @@ def query(page: int = 1) -> PageQuery:
     return PageQuery(uniacid=1, member_id=1, status=1, coupon_type=0, page=page, pagesize=20)
 
 
-async def test_a_read_on_a_dropped_connection_is_read_again(client, db, member):
+async def test_a_read_on_a_dropped_connection_is_read_again(client, db, member, database_url):
     repo: CouponRepository = client.app[repository_key]
     pool = client.app[db_pool_key]
-    await drop_every_backend_unseen(db, pool)
+    await drop_every_backend_unseen(db, pool, database_url)
     before = retries()
     page = await repo.page(query(), NOW)
     assert page.total == 3 and len(page.rows) == 3
@@ -68,9 +88,10 @@ async def test_a_read_on_a_dropped_connection_is_read_again(client, db, member):
     assert retries() == before + 1
 
 
-async def test_a_write_on_a_dropped_connection_is_not_repeated(client, db, member):
+async def test_a_write_on_a_dropped_connection_is_not_repeated(client, db, member,
+                                                          database_url):
     repo: CouponRepository = client.app[repository_key]
-    await drop_every_backend_unseen(db, client.app[db_pool_key])
+    await drop_every_backend_unseen(db, client.app[db_pool_key], database_url)
     # The statement never reached the server: refused as unavailable, nothing written.
     with pytest.raises((asyncpg.InterfaceError, asyncpg.InternalClientError,
                         asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError)):
