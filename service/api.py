@@ -43,8 +43,8 @@ PATH_PLUGIN = "/" + ROUTE_NAME
 PATH_MALL_ROUTER = "/addons/yun_shop/api.php"
 PATH_SHORT = "/api/v2/coupons"
 JSON_TYPES = ("application/json",)
-T = TypeVar("T")
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+T = TypeVar("T")
 
 
 def _bad_request(field: str, msg: str) -> ApiError:
@@ -145,18 +145,19 @@ class Resolved:
 
 
 class ResolvedMemo:
-    """A GET's path with its query string and its Authorization header, resolved once. The
-    sidebar repeats the same few requests, and parsing, validating and checking them again was
-    most of a local hit's own cost. Only what succeeded is kept; bounded, oldest out first."""
+    """A request's path with its query string, its Authorization header and a small POST body
+    (`_memo_key`), resolved once. The sidebar repeats the same few requests, and parsing,
+    validating and checking them again was most of a local hit's own cost. Only what succeeded
+    is kept; bounded (4,096 keys of at most about 1.5 KiB), oldest out first."""
 
     def __init__(self, max_entries: int = 4096) -> None:
         self.max_entries = max_entries
-        self._map: dict[tuple[str, str | None], Resolved] = {}
+        self._map: dict[tuple, Resolved] = {}
 
-    def get(self, key: tuple[str, str | None]) -> Resolved | None:
+    def get(self, key: tuple) -> Resolved | None:
         return self._map.get(key)
 
-    def put(self, key: tuple[str, str | None], resolved: Resolved) -> None:
+    def put(self, key: tuple, resolved: Resolved) -> None:
         if len(self._map) >= self.max_entries:
             self._map.pop(next(iter(self._map)))
         self._map[key] = resolved
