@@ -76,6 +76,7 @@ def edge_middleware_for(recorder: RequestRecorder, deadlines: Deadlines):
                 response = await handler(request)
             except web.HTTPException as exc:
                 if exc.status < 400:
+                    status = exc.status  # a redirect: aiohttp answers it
                     raise
                 response = answer_for(exc, rid)
             except asyncio.CancelledError:
