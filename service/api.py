@@ -178,7 +178,7 @@ async def coupons(request: web.Request) -> web.Response:
     principal = verifier.check(resolved.claims, now_s)
     request[principal_key] = principal  # for the request log line (tenant, member hash)
     pages = app[pages_key]
-    page = pages.local_hit(resolved.query, resolved.field, now_s)
+    page = pages.local_hit(resolved.query, resolved.field, now_s, principal.staff_id)
     if page is not None:
         return _page_response(request, page.body, page.etag, "local")
     now = dt.datetime.fromtimestamp(now_s, dt.UTC)

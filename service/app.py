@@ -208,6 +208,8 @@ def rate_limiter(settings: Settings) -> RateLimiter:
         prefix=settings.cache_prefix,
         staff=rate(settings.rate_limit_staff_per_minute, settings.rate_limit_staff_burst),
         member=rate(settings.rate_limit_member_per_minute, settings.rate_limit_member_burst),
+        lease=settings.rate_limit_lease,
+        lease_seconds=settings.rate_limit_lease_seconds,
     )
 
 

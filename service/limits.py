@@ -1,7 +1,13 @@
 """Rate limits per staff member and per member, in Redis (GCRA, `service/lua/ratelimit.lua`).
 
 Each party is one key and one script call; the calls of a request go out in the same pipeline
-as the page cache's read (`CouponPages`), so a limited hit still costs one Redis round trip.
+as the page cache's read (`CouponPages`). A call takes up to `lease` allowances at once: the
+process keeps the ones beyond its own request for `lease_seconds` and admits the party's next
+requests from them without Redis, so a local hit needs no round trip at all most of the time.
+Every allowance is counted in Redis when it is taken, so the limits still hold across workers:
+never more requests than the rate allows; a lease that expires unused only makes the limit
+stricter, by at most `lease - 1` requests per worker and party. `lease` 1 is one call per
+request.
 The limiter guards the service, not correctness: when Redis fails, times out or the circuit is
 open it lets the request through (fails open), counts it in `failed_open` and logs at most one
 line per `LOG_EVERY_SECONDS`.
@@ -14,7 +20,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio.client import Pipeline
@@ -26,6 +32,8 @@ from service.errors import ApiError
 log = logging.getLogger("service.limits")
 
 LOG_EVERY_SECONDS = 10.0
+# Leases of parties that did not come back are dropped when there are this many.
+MAX_LEASES = 8192
 SCRIPT = (LUA_DIR / "ratelimit.lua").read_text()
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
@@ -51,10 +59,18 @@ class Check:
 
 
 class RateLimiter:
-    def __init__(self, *, prefix: str, staff: Rate | None, member: Rate | None) -> None:
+    def __init__(self, *, prefix: str, staff: Rate | None, member: Rate | None,
+                 lease: int = 1, lease_seconds: float = 1.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.prefix = prefix
         self.staff = staff
         self.member = member
+        self.lease = lease
+        self.lease_seconds = lease_seconds
+        self._monotonic = monotonic
+        # key -> (allowances left, until when): what Redis granted beyond the request that took
+        # them. Bounded by the parties active within lease_seconds (dropped when used up).
+        self._leases: dict[str, tuple[int, float]] = {}
         self.failed_open = 0  # requests let through because Redis could not decide
         self.refused = 0
         self._last_log = -math.inf
@@ -74,14 +90,40 @@ class RateLimiter:
             found.append(Check(f"{self.prefix}:rl:m:{{{uniacid}:{uid}}}", self.member))
         return found
 
-    @staticmethod
-    def queue(pipe: Pipeline, checks: Sequence[Check], now_ms: int) -> None:
+    def has_leases(self, checks: Sequence[Check]) -> bool:
+        """Whether every party of `checks` holds a live allowance in this process."""
+        now = self._monotonic()
+        for check in checks:
+            held = self._leases.get(check.key)
+            if held is None or held[1] <= now:
+                return False
+        return True
+
+    def admit_locally(self, checks: Sequence[Check]) -> list[Check]:
+        """Spend this process's leased allowances: the checks that still need Redis."""
+        if self.lease <= 1:
+            return list(checks)
+        now = self._monotonic()
+        remaining = []
+        for check in checks:
+            held = self._leases.get(check.key)
+            if held is None or held[1] <= now:
+                if held is not None:
+                    del self._leases[check.key]
+                remaining.append(check)
+            elif held[0] <= 1:
+                del self._leases[check.key]
+            else:
+                self._leases[check.key] = (held[0] - 1, held[1])
+        return remaining
+
+    def queue(self, pipe: Pipeline, checks: Sequence[Check], now_ms: int) -> None:
         # EVALSHA, not redis-py's Script: in a pipeline that one asks SCRIPT EXISTS first, a
         # second round trip on every request. A NOSCRIPT reply (Redis restarted) is handled by
         # the caller with `load` and one retry.
         for check in checks:
             pipe.evalsha(SCRIPT_SHA, 1, check.key, now_ms, f"{check.rate.interval_ms:.3f}",
-                         f"{check.rate.tolerance_ms:.3f}")
+                         f"{check.rate.tolerance_ms:.3f}", self.lease)
 
     @staticmethod
     async def load(client: Any) -> None:
@@ -89,8 +131,24 @@ class RateLimiter:
 
     def decide(self, replies: Sequence[Any], checks: Sequence[Check]) -> None:
         """Raise the 429 if any party is over its rate; `Retry-After` in whole seconds."""
-        refused = [(check, reply) for check, reply in zip(checks, replies, strict=True)
-                   if int(reply[0]) == 0]
+        refused = []
+        until = None
+        for check, reply in zip(checks, replies, strict=True):
+            granted = int(reply[0])
+            if granted == 0:
+                refused.append((check, reply))
+            elif granted > 1:
+                if until is None:
+                    now = self._monotonic()
+                    until = now + self.lease_seconds
+                    if len(self._leases) >= MAX_LEASES:
+                        self._leases = {k: v for k, v in self._leases.items() if v[1] > now}
+                # Added to what is left: concurrent requests that all found the lease spent
+                # each took one from Redis, and none of those may be lost (they are counted).
+                held = self._leases.get(check.key)
+                left = held[0] if held is not None and held[1] > until - self.lease_seconds \
+                    else 0
+                self._leases[check.key] = (left + granted - 1, until)
         if not refused:
             return
         wait_ms = max(int(float(reply[1])) for _, reply in refused)

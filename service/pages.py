@@ -145,12 +145,14 @@ class CouponPages:
         return (f"{query.status}:{query.coupon_type}:{query.page}:{query.pagesize}:"
                 f"{self.shape}")
 
-    def local_hit(self, query: PageQuery, field: str, now: int) -> CachedPage | None:
+    def local_hit(self, query: PageQuery, field: str, now: int,
+                  staff_id: str) -> CachedPage | None:
         """This process's copy of the page when nothing has to be awaited first: caching on and
-        trusted, no rate limit to consult, a staff token's contact already known. Exactly what
-        `get` would answer (it serves this layer first too), without a coroutine."""
+        trusted, a staff token's contact already known, the rate limits admitted by this
+        process's leased allowances. Exactly what `get` would answer (it serves this layer
+        first too), without a coroutine."""
         local = self.local
-        if local is None or not self.enabled or not self.trust.usable or self.limiter.enabled:
+        if local is None or not self.enabled or not self.trust.usable:
             return None
         uid = query.member_id
         if uid is None:
@@ -159,8 +161,15 @@ class CouponPages:
             if uid is None:
                 return None
         page = local.get((query.uniacid, uid, field), now)
-        if page is not None:
-            self.stats["local"] += 1
+        if page is None:
+            return None
+        limiter = self.limiter
+        if limiter.enabled:
+            checks = limiter.checks(query.uniacid, staff_id, uid)
+            if not limiter.has_leases(checks):
+                return None
+            limiter.admit_locally(checks)
+        self.stats["local"] += 1
         return page
 
     async def get(self, query: PageQuery, now: dt.datetime, *, staff_id: str,
@@ -170,12 +179,15 @@ class CouponPages:
             key = (query.uniacid, query.staff_userid or "", query.external_userid or "")
             uid = self.contacts.get(key) if self.trust.usable else None
             if uid is None:
-                await self._limit(self.limiter.checks(query.uniacid, staff_id, None), now_ms)
+                await self._limit(
+                    self.limiter.admit_locally(self.limiter.checks(query.uniacid, staff_id, None)),
+                    now_ms)
                 return await self._resolve_contact(query, key, now)
             query = dataclasses.replace(query, member_id=uid)
         member = (query.uniacid, query.member_id)
         field = self.field(query)
-        checks = self.limiter.checks(query.uniacid, staff_id, query.member_id)
+        checks = self.limiter.admit_locally(
+            self.limiter.checks(query.uniacid, staff_id, query.member_id))
         if not self.enabled or not self.trust.usable:
             await self._limit(checks, now_ms)
             return await self._from_database(query, now, outcome="bypass")
@@ -185,8 +197,8 @@ class CouponPages:
         if local is not None:
             page = local.get((*member, field), int(now.timestamp()))
             if page is not None:
-                # Limits still hold in Redis (exact across workers): with them on, a local hit
-                # saves the page's transfer and decoding, not the round trip.
+                # The parties this process holds no allowance for are counted in Redis (one
+                # round trip, which also leases them allowances for their next requests).
                 await self._limit(checks, now_ms)
                 self.stats["local"] += 1
                 return PageResult(page.body, page.etag, "local")
@@ -195,7 +207,7 @@ class CouponPages:
             return await self._single_flight(query, member, field, now, False, stamp)
         # One round trip: the limiter's calls and the page's read in one pipeline.
         def queue(pipe: Any) -> None:
-            RateLimiter.queue(pipe, checks, now_ms)
+            self.limiter.queue(pipe, checks, now_ms)
             pipe.hget(self.cache.member_key(*member), field)
 
         try:
@@ -221,7 +233,7 @@ class CouponPages:
             return
         try:
             replies = await self.cache.batch(
-                lambda pipe: RateLimiter.queue(pipe, checks, now_ms), RateLimiter.load)
+                lambda pipe: self.limiter.queue(pipe, checks, now_ms), RateLimiter.load)
         except CacheUnavailable as exc:
             self.limiter.fail_open(str(exc))
             return

@@ -86,6 +86,10 @@ class Settings:
     rate_limit_staff_burst: int = 60
     rate_limit_member_per_minute: int = 300
     rate_limit_member_burst: int = 30
+    # Allowances a worker takes from Redis at once and spends locally for this long (1: one
+    # Redis call per request); service/limits.py.
+    rate_limit_lease: int = 4
+    rate_limit_lease_seconds: float = 1.0
     # In-process map of (tenant, staff, external contact) to member, for staff tokens.
     contact_cache_size: int = 10_000
     # The mall's service token for /internal/* (never a staff token).
@@ -181,9 +185,11 @@ class Settings:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must not be negative (0: off)")
         for name in ("rate_limit_staff_burst", "rate_limit_member_burst",
-                     "contact_cache_size"):
+                     "contact_cache_size", "rate_limit_lease"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be at least 1")
+        if self.rate_limit_lease_seconds <= 0:
+            raise SettingsError("RATE_LIMIT_LEASE_SECONDS must be positive")
 
     @property
     def tz(self) -> ZoneInfo:

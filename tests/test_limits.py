@@ -10,10 +10,12 @@ import logging
 import pytest
 import redis.asyncio as aioredis
 
+from service.errors import ApiError
 from service.keys import limiter_key
+from service.limits import Rate, RateLimiter
 from tests.conftest import token_for
 from tests.helpers import check_error
-from tests.test_cache import own_redis, wait_redis  # noqa: F401 (fixture)
+from tests.test_cache import own_redis, settle, wait_redis  # noqa: F401 (fixture)
 
 
 @pytest.fixture
@@ -32,7 +34,8 @@ async def people(rows) -> None:
 
 def limited(settings, **overrides):
     values = {"rate_limit_staff_per_minute": 600, "rate_limit_staff_burst": 100,
-              "rate_limit_member_per_minute": 60, "rate_limit_member_burst": 3}
+              "rate_limit_member_per_minute": 60, "rate_limit_member_burst": 3,
+              "rate_limit_lease": 4}
     values.update(overrides)
     return dataclasses.replace(settings, **values)
 
@@ -102,8 +105,10 @@ async def test_keys_expire_when_the_bucket_is_full_again(make_client, settings, 
     await get(client, token_for(1, 1))
     keys = sorted(k.decode() for k in await redis_client.keys("cp:rl:*"))
     assert keys == ["cp:rl:m:{1:1}", "cp:rl:s:{1:staff-1}"]
-    assert 0 < await redis_client.pttl("cp:rl:m:{1:1}") <= 1000
-    assert 0 < await redis_client.pttl("cp:rl:s:{1:staff-1}") <= 100
+    # The request leased allowances (3 of the member's burst of 3, 4 of the staff member's):
+    # each key lives until that many intervals have passed.
+    assert 2000 < await redis_client.pttl("cp:rl:m:{1:1}") <= 3000
+    assert 300 < await redis_client.pttl("cp:rl:s:{1:staff-1}") <= 400
 
 
 async def test_script_flushed_is_reloaded(make_client, settings, people, redis_client):
@@ -116,30 +121,74 @@ async def test_script_flushed_is_reloaded(make_client, settings, people, redis_c
     assert client.app[limiter_key].failed_open == 0
 
 
-async def test_a_limited_hit_is_two_scripts_and_one_read(make_client, settings, people,
-                                                               own_redis):  # noqa: F811
+async def test_leased_hits_skip_the_scripts_then_one_pipeline_renews(
+        make_client, settings, people, own_redis, db):  # noqa: F811
     await wait_redis(own_redis.url)
     client = await make_client(limited(settings, redis_url=own_redis.url,
                                        rate_limit_member_burst=50))
+    await settle(client, db)  # the rows' invalidations first: they would refuse the fill
     admin = aioredis.Redis.from_url(own_redis.url)
+
+    def calls(stats: dict, name: str) -> int:
+        return stats.get(f"cmdstat_{name}", {}).get("calls", 0)
+
     try:
+        # A miss: both parties lease 4 allowances, this request spends one of each.
         await get(client, token_for(1, 1))
-        status, _, headers = await get(client, token_for(1, 1))
-        assert headers["X-Cache"] == "hit"
         before = await admin.info("commandstats")
+        for _ in range(3):
+            status, _, headers = await get(client, token_for(1, 1))
+            assert status == 200 and headers["X-Cache"] == "hit"
+        leased = await admin.info("commandstats")
+        # Three hits on the leases: the page reads only.
+        assert calls(leased, "evalsha") == calls(before, "evalsha")
+        assert calls(leased, "hget") - calls(before, "hget") == 3
         status, _, headers = await get(client, token_for(1, 1))
         after = await admin.info("commandstats")
         assert status == 200 and headers["X-Cache"] == "hit"
-
-        def calls(stats: dict, name: str) -> int:
-            return stats.get(f"cmdstat_{name}", {}).get("calls", 0)
-
-        # The two limiter scripts and the page read, sent together by one pipeline; no
-        # SCRIPT EXISTS/LOAD round trip before them.
-        assert calls(after, "evalsha") - calls(before, "evalsha") == 2
-        assert calls(after, "hget") - calls(before, "hget") == 1
+        # The leases used up: the two limiter scripts and the page read, sent together by one
+        # pipeline; no SCRIPT EXISTS/LOAD round trip before them.
+        assert calls(after, "evalsha") - calls(leased, "evalsha") == 2
+        assert calls(after, "hget") - calls(leased, "hget") == 1
         assert calls(after, "script") == calls(before, "script")
         assert calls(after, "eval") == calls(before, "eval")
+    finally:
+        await admin.aclose()
+
+
+async def test_two_workers_leasing_never_pass_more_than_the_burst(make_client, settings,
+                                                                  people, redis_client):
+    """Each allowance is counted in Redis when it is leased: two processes (two apps on one
+    Redis) taking turns get exactly the burst between them, then 429s."""
+    await redis_client.flushdb()
+    overrides = {"rate_limit_member_burst": 10, "rate_limit_member_per_minute": 1}
+    first = await make_client(limited(settings, **overrides))
+    second = await make_client(limited(settings, **overrides))
+    statuses = []
+    for _ in range(8):
+        for client in (first, second):
+            statuses.append((await get(client, token_for(1, 1)))[0])
+    assert statuses.count(200) == 10 and statuses.count(429) == 6
+    assert statuses[:8] == [200] * 8, "the first leases cover four turns each"
+
+
+async def test_a_local_hit_with_limits_on_needs_no_round_trip(make_client, settings, people,
+                                                              own_redis, db):  # noqa: F811
+    await wait_redis(own_redis.url)
+    client = await make_client(dataclasses.replace(
+        limited(settings, redis_url=own_redis.url, rate_limit_member_burst=50),
+        local_cache_enabled=True))
+    await settle(client, db)  # the rows' invalidations first: they would refuse the fill
+    admin = aioredis.Redis.from_url(own_redis.url)
+    try:
+        await get(client, token_for(1, 1))
+        before = await admin.info("commandstats")
+        outcomes = [(await get(client, token_for(1, 1)))[2]["X-Cache"] for _ in range(3)]
+        after = await admin.info("commandstats")
+        assert outcomes == ["local"] * 3
+        total = sum(v.get("calls", 0) for v in after.values()) - sum(
+            v.get("calls", 0) for v in before.values())
+        assert total == 1, "only the INFO command itself"
     finally:
         await admin.aclose()
 
@@ -177,3 +226,63 @@ def test_refusals_are_counted_by_scope_in_metrics():
     assert refused.value.status == 429 and refused.value.headers["Retry-After"] == "3"
     assert metrics.RATE_LIMIT_REJECTIONS.labels("member")._value.get() == before_m + 1
     assert metrics.RATE_LIMIT_REJECTIONS.labels("staff")._value.get() == before_s
+
+
+class FakeMonotonic:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_leases_are_spent_once_each_and_expire() -> None:
+    clock = FakeMonotonic()
+    limiter = RateLimiter(prefix="t", staff=Rate(600, 10), member=Rate(60, 10), lease=4,
+                          lease_seconds=1.0, monotonic=clock)
+    checks = limiter.checks(1, "s", 2)
+    assert limiter.admit_locally(checks) == checks and not limiter.has_leases(checks)
+    # Redis granted the staff member 4 (this request's and 3 more), the member only 1.
+    limiter.decide([[4, 0], [1, 0]], checks)
+    assert not limiter.has_leases(checks), "the member holds none"
+    assert limiter.admit_locally(checks) == [checks[1]]
+    limiter.decide([[2, 0]], [checks[1]])
+    assert limiter.has_leases(checks)
+    assert limiter.admit_locally(checks) == []
+    # The member's spare is gone; the staff member spends the third of its three spares.
+    assert limiter.admit_locally(checks) == [checks[1]]
+    assert limiter.admit_locally([checks[0]]) == [checks[0]], "all four spent"
+    limiter.decide([[4, 0]], [checks[0]])
+    clock.now += 1.0
+    assert not limiter.has_leases([checks[0]])
+    assert limiter.admit_locally([checks[0]]) == [checks[0]], "expired: unused ones are lost"
+
+
+def test_concurrent_leases_add_up() -> None:
+    """Requests that all found the lease spent each took allowances from Redis, all counted
+    there: none may be lost here."""
+    limiter = RateLimiter(prefix="t", staff=Rate(600, 100), member=None, lease=4,
+                          monotonic=FakeMonotonic())
+    checks = limiter.checks(1, "s", None)
+    for _ in range(3):
+        limiter.decide([[4, 0]], checks)
+    spent = 0
+    while not limiter.admit_locally(checks):
+        spent += 1
+    assert spent == 9
+
+
+def test_a_lease_of_one_is_a_call_per_request() -> None:
+    limiter = RateLimiter(prefix="t", staff=Rate(600, 10), member=None, lease=1)
+    checks = limiter.checks(1, "s", 2)
+    limiter.decide([[1, 0]], checks)
+    assert limiter.admit_locally(checks) == checks
+
+
+def test_refused_raises_429_and_leases_nothing() -> None:
+    limiter = RateLimiter(prefix="t", staff=Rate(600, 10), member=Rate(60, 10), lease=4)
+    checks = limiter.checks(1, "s", 2)
+    with pytest.raises(ApiError) as info:
+        limiter.decide([[4, 0], [0, 2500]], checks)
+    assert info.value.status == 429 and info.value.headers["Retry-After"] == "3"
+    assert limiter.has_leases([checks[0]]) and not limiter.has_leases([checks[1]])

@@ -285,6 +285,8 @@ def test_pool_sizes(tmp_path: Path, min_size: int, max_size: int, ok: bool) -> N
         ("rate_limit_staff_per_minute", -1, "RATE_LIMIT_STAFF_PER_MINUTE"),
         ("rate_limit_member_burst", 0, "RATE_LIMIT_MEMBER_BURST"),
         ("contact_cache_size", 0, "CONTACT_CACHE_SIZE"),
+        ("rate_limit_lease", 0, "RATE_LIMIT_LEASE"),
+        ("rate_limit_lease_seconds", 0, "RATE_LIMIT_LEASE_SECONDS"),
     ],
 )
 def test_other_ranges(tmp_path: Path, name: str, value: float, message: str) -> None:
