@@ -97,7 +97,9 @@ async def test_a_request_past_the_bound_is_answered_503(make_client, settings, r
             body = await coupons(client, token_for(), expected_status=503)
             waited = time.monotonic() - started
         check_error(body)
-        assert 0.2 <= waited <= 0.2 + TICK_SECONDS + 1.0, waited
+        # Past the bound, by at most a tick (plus slack for a loaded machine): never the 30 s
+        # the statement itself was allowed.
+        assert 0.2 <= waited <= 0.2 + TICK_SECONDS + 3.0, waited
     finally:
         await locker.close()
     # The pool's connection was not lost to the cancelled statement: the next one answers.

@@ -35,7 +35,8 @@ async def people(rows) -> None:
 def limited(settings, **overrides):
     values = {"rate_limit_staff_per_minute": 600, "rate_limit_staff_burst": 100,
               "rate_limit_member_per_minute": 60, "rate_limit_member_burst": 3,
-              "rate_limit_lease": 4}
+              # Leases that outlive any test: their expiry is tested apart, on a fake clock.
+              "rate_limit_lease": 4, "rate_limit_lease_seconds": 600.0}
     values.update(overrides)
     return dataclasses.replace(settings, **values)
 
