@@ -4,9 +4,11 @@
 
 (a) bare aiohttp + uvloop answering the same bytes as a cached page (the ceiling here);
 (b) the service on hot hits (process-local cache); (c) the service on Redis hits (local layer
-off); (d) the service with every cache off (each request from PostgreSQL). One worker each, the
-same load generator (wrk, one thread, so it leaves a core to the server), a, b, c, d in turn and
-the whole round repeated: this machine drifts, so the medians of the rounds are what count.
+off); (d) the service with every cache off (each request from PostgreSQL); and (b) again with
+the rate limiter on (limits too high to refuse: what the limiter's leases cost a hit). One
+worker each, the same load generator (wrk, one thread, so it leaves a core to the server), the
+variants in turn and the whole round repeated: this machine drifts, so the medians of the
+rounds are what count.
 Prints req/s, p50, p99 and the ratio to (a); writes bench/results/latest.json and .png.
 PostgreSQL and Redis are embedded unless DATABASE_URL / REDIS_URL are set.
 """
@@ -45,6 +47,9 @@ VARIANTS = {
     "c_redis_hits": {"LOCAL_CACHE_ENABLED": "false"},
     "d_no_cache": {"CACHE_ENABLED": "false"},
 }
+# (b) with the rate limiter on, as deployed, but never refusing: what its leases cost a hit.
+LIMITS_ON = {"RATE_LIMIT_STAFF_PER_MINUTE": "100000000", "RATE_LIMIT_STAFF_BURST": "1000000",
+             "RATE_LIMIT_MEMBER_PER_MINUTE": "100000000", "RATE_LIMIT_MEMBER_BURST": "1000000"}
 
 
 def free_port() -> int:
@@ -104,7 +109,8 @@ def start(variant: str, env: dict, body_file: Path,
     else:
         cmd = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port",
                str(port), "--workers", str(workers)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**env, **VARIANTS.get(variant, {})},
+    extra = LIMITS_ON if variant == "b_local_hits_limits_on" else VARIANTS.get(variant, {})
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**env, **extra},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_ready(port)
     return proc, port
@@ -131,8 +137,11 @@ def plot(summary: dict, path: Path) -> None:
 
     names = list(summary)
     rps = [summary[n]["rps"] for n in names]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    bars = ax.bar(names, rps, color=["#888", "#2a7", "#27a", "#a72", "#7a2"][: len(names)])
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    palette = ["#888", "#2a7", "#27a", "#a72", "#6c9", "#7a2"]
+    # "b_local_hits_limits_on" and its neighbours would overlap on one line.
+    labels = [name.replace("_", "\n", 1).replace("_", " ") for name in names]
+    bars = ax.bar(labels, rps, color=palette[: len(names)])
     for bar, name in zip(bars, names, strict=True):
         s = summary[name]
         ax.annotate(f"{s['rps']:.0f}/s\n×{s['ratio_to_a']:.2f}\np99 {s['p99_ms']:.1f} ms",
@@ -159,8 +168,9 @@ def main() -> None:
     with resolved(load_settings()) as settings:
         asyncio.run(migrate(settings.database_url, display_tz=settings.display_tz))
         asyncio.run(load_demo_data(settings.database_url))
-        # One staff member on one member at full speed: rate limits off (they are measured
-        # apart, in tests/test_limits.py), request logs as configured.
+        # One staff member on one member at full speed: rate limits off but in the variant
+        # that turns them on too high to refuse (their refusals are tested in
+        # tests/test_limits.py), request logs as configured.
         env = {**os.environ, "DATABASE_URL": settings.database_url,
                "REDIS_URL": settings.redis_url, "AUTH_JWT_SECRET": settings.auth_jwt_secret,
                "RATE_LIMIT_STAFF_PER_MINUTE": "0", "RATE_LIMIT_MEMBER_PER_MINUTE": "0"}
@@ -172,7 +182,7 @@ def main() -> None:
             stop(proc)
         body_file = RESULTS / "page.json"
         body_file.write_bytes(body)
-        variants = list(VARIANTS)
+        variants = [*VARIANTS, "b_local_hits_limits_on"]
         if args.workers_scaling:
             variants.append("b_local_hits_2_workers")
         rounds: dict[str, list[dict]] = {v: [] for v in variants}
