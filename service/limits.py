@@ -99,6 +99,19 @@ class RateLimiter:
                 return False
         return True
 
+    def spend_leases(self, checks: Sequence[Check]) -> bool:
+        """One allowance of each party spent if every party holds one here; else none spent."""
+        now = self._monotonic()
+        held = [self._leases.get(check.key) for check in checks]
+        if any(h is None or h[1] <= now for h in held):
+            return False
+        for check, (left, until) in zip(checks, held, strict=True):  # type: ignore[misc]
+            if left <= 1:
+                del self._leases[check.key]
+            else:
+                self._leases[check.key] = (left - 1, until)
+        return True
+
     def admit_locally(self, checks: Sequence[Check]) -> list[Check]:
         """Spend this process's leased allowances: the checks that still need Redis."""
         if self.lease <= 1:

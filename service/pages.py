@@ -166,9 +166,8 @@ class CouponPages:
         limiter = self.limiter
         if limiter.enabled:
             checks = limiter.checks(query.uniacid, staff_id, uid)
-            if not limiter.has_leases(checks):
+            if not limiter.spend_leases(checks):
                 return None
-            limiter.admit_locally(checks)
         self.stats["local"] += 1
         return page
 

@@ -287,3 +287,15 @@ def test_refused_raises_429_and_leases_nothing() -> None:
         limiter.decide([[4, 0], [0, 2500]], checks)
     assert info.value.status == 429 and info.value.headers["Retry-After"] == "3"
     assert limiter.has_leases([checks[0]]) and not limiter.has_leases([checks[1]])
+
+
+def test_spend_leases_is_all_or_nothing() -> None:
+    limiter = RateLimiter(prefix="t", staff=Rate(600, 10), member=Rate(60, 10), lease=4,
+                          monotonic=FakeMonotonic())
+    checks = limiter.checks(1, "s", 2)
+    limiter.decide([[2, 0]], [checks[0]])  # the staff member holds one spare, the member none
+    assert not limiter.spend_leases(checks)
+    assert limiter.has_leases([checks[0]]), "nothing spent when one party holds none"
+    limiter.decide([[2, 0]], [checks[1]])
+    assert limiter.spend_leases(checks)
+    assert not limiter.has_leases([checks[0]]) and not limiter.has_leases([checks[1]])
