@@ -17,7 +17,7 @@ from service.auth import TokenVerifier
 from service.cache import CircuitBreaker, PageCache
 from service.clock import Clock, SystemClock
 from service.contacts import ContactCache
-from service.edge import SERVER_NAME, TICK_SECONDS, Deadlines, edge_middleware_for
+from service.edge import SERVER_NAME, TICK_SECONDS, Deadlines, Edge
 from service.errors import HTTP_ERRORS, envelope, server_log
 from service.keys import (
     clock_key,
@@ -232,8 +232,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
         raise ValueError("create_app needs resolved DATABASE_URL and REDIS_URL")
     recorder = RequestRecorder(member_hash_key(settings.auth_jwt_secret))
     deadlines = Deadlines(settings.request_timeout_seconds)
+    edge = Edge(recorder, deadlines)
     app = web.Application(
-        middlewares=[edge_middleware_for(recorder, deadlines)],
         client_max_size=settings.max_body_bytes,
         handler_args=handler_args(settings),
     )
@@ -253,6 +253,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     setup_database(app)
     setup_redis(app)
     setup_pages(app)
-    setup_routes(app)
-    app.router.add_get("/metrics", metrics.metrics_handler)
+    setup_routes(app, edge)
+    edge.route(app.router, "GET", "/metrics", metrics.metrics_handler)
+    edge.close(app.router)
     return app

@@ -1,25 +1,35 @@
-"""The one middleware every request passes: it names the request (X-Request-ID), bounds it
+"""The edge every request passes: it names the request (X-Request-ID), bounds it
 (REQUEST_TIMEOUT_SECONDS), turns every failure into the contract's envelope, sets the headers
 every response carries, and records the request (service/observe.py).
 
-One layer, not three, and no per-request timer: on a hot hit the whole service spends about as
-much as aiohttp itself, and `asyncio.timeout` alone cost 8 µs a request (a timer handle pushed
-on the loop's heap and cancelled). The bound is kept by `Deadlines` instead: a table of the
-requests in flight and one tick a second that cancels those past their deadline, so a request
-may run up to a second longer than the bound. It is a safety net behind the tighter bounds on
-each dependency (README "Bounds").
+`Edge.route` wraps each route's handler at registration, and `Edge.close` ends the table with a
+405 route per path and a catch-all 404, so that every request, matched or not, gets the same
+edge; tests/test_edge.py checks that no route escapes it. It is not an aiohttp middleware
+because of what one costs: aiohttp runs any middleware through a cached chain of partials plus
+its own `current_app` layer, and on a local hit that machinery with the middleware's coroutine
+was a tenth of the whole request (README "Hot path").
+
+A route may also have a `fast` path: a synchronous function that answers without waiting on
+anything (a process-local hit) or returns None. A request that never waits cannot overrun its
+bound, so the fast path skips the deadline table. No per-request timer either: `asyncio.timeout`
+alone cost 8 µs a request (a timer handle pushed on the loop's heap and cancelled). The bound is
+kept by `Deadlines`: a table of the requests in flight and one tick a second that cancels those
+past their deadline, so a request may run up to a second longer than the bound. It is a safety
+net behind the tighter bounds on each dependency (README "Bounds").
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from service.errors import answer_for, request_id_of, unavailable
+from service.auth import Principal
+from service.errors import answer_for, log_failure, request_id_of, unavailable
 from service.keys import principal_key, request_id_key
-from service.observe import CANCELLED, RequestRecorder, route_of
+from service.observe import CANCELLED, UNMATCHED, RequestRecorder
 
 SERVER_NAME = "coupons"
 TICK_SECONDS = 1.0
@@ -59,32 +69,86 @@ class Deadlines:
         return len(overdue)
 
 
-def edge_middleware_for(recorder: RequestRecorder, deadlines: Deadlines):
-    @web.middleware
-    async def edge_middleware(request: web.Request, handler) -> web.StreamResponse:
-        start = time.monotonic()
-        rid = request_id_of(request.headers.get("X-Request-ID"))
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A response and who it was for (the request log line's tenant and member), or None.
+Fast = Callable[[web.Request], tuple[web.StreamResponse, Principal] | None]
+
+
+class Edge:
+    """Routes registered through it, each wrapped in the edge."""
+
+    def __init__(self, recorder: RequestRecorder, deadlines: Deadlines) -> None:
+        self.recorder = recorder
+        self.deadlines = deadlines
+        self._methods: dict[str, set[str]] = {}
+        self.closed = False
+
+    def route(self, router: web.UrlDispatcher, method: str, path: str, handler: Handler, *,
+              fast: Fast | None = None) -> None:
+        if self.closed:
+            raise RuntimeError("a route added after Edge.close would never be reached")
+        allowed = self._methods.setdefault(path, set())
+        wrapped = self.wrap(handler, path, fast)
+        if method == "GET":
+            router.add_get(path, wrapped)  # and HEAD
+            allowed.update(("GET", "HEAD"))
+        else:
+            router.add_route(method, path, wrapped)
+            allowed.add(method)
+
+    def close(self, router: web.UrlDispatcher) -> None:
+        """After the last route: any other method on a known path is a 405 naming the allowed
+        ones, any other path a 404. aiohttp would answer both itself, in plain text."""
+        for path, methods in self._methods.items():
+            allow = ",".join(sorted(methods))
+
+            async def not_allowed(request: web.Request, allow: str = allow) -> web.Response:
+                raise web.HTTPMethodNotAllowed(request.method, allow.split(","))
+
+            # A resource of its own, after the path's first: aiohttp tries both in turn.
+            router.add_route("*", path, self.wrap(not_allowed, path))
+
+        async def not_found(request: web.Request) -> web.Response:
+            raise web.HTTPNotFound()
+
+        # One label for every unmatched path: a scanner must not create a series per path.
+        router.add_route("*", "/{tail:.*}", self.wrap(not_found, UNMATCHED))
+        self.closed = True
+
+    def wrap(self, handler: Handler, route: str, fast: Fast | None = None) -> Handler:
+        record = self.recorder.add
+        general = self._general
+
+        async def edge(request: web.Request) -> web.StreamResponse:
+            start = time.monotonic()
+            rid = request_id_of(request.headers.get("X-Request-ID"))
+            if fast is not None:
+                try:
+                    answered = fast(request)
+                except Exception as exc:  # a bug: logged, and the handler answers instead
+                    log_failure(exc, rid)
+                    answered = None
+                if answered is not None:
+                    # Complete by construction (service/api.py): only the request id to add.
+                    response, principal = answered
+                    headers = response.headers
+                    headers["X-Request-ID"] = rid
+                    record(time.time(), rid, request.method, route, response.status,
+                           time.monotonic() - start, headers.get("X-Cache"),
+                           principal.uniacid, principal.member_id)
+                    return response
+            return await general(request, handler, route, rid, start)
+
+        edge.edge_route = route  # type: ignore[attr-defined]  # tests: nothing escapes the edge
+        return edge
+
+    async def _general(self, request: web.Request, handler: Handler, route: str, rid: str,
+                       start: float) -> web.StreamResponse:
         request[request_id_key] = rid
-        task = asyncio.current_task()
-        assert task is not None
-        deadlines.enter(task, start)
-        recorder.in_flight += 1
         status = CANCELLED
         response: web.StreamResponse | None = None
         try:
-            try:
-                response = await handler(request)
-            except web.HTTPException as exc:
-                if exc.status < 400:
-                    status = exc.status  # a redirect: aiohttp answers it
-                    raise
-                response = answer_for(exc, rid)
-            except asyncio.CancelledError:
-                if not deadlines.timed_out(task):
-                    raise  # the client went away, or the shutdown grace ran out: 499
-                response = unavailable()
-            except Exception as exc:
-                response = answer_for(exc, rid)
+            response = await self._answer(request, handler, rid, start)
             status = response.status
             headers = response.headers
             headers["X-Request-ID"] = rid
@@ -96,14 +160,37 @@ def edge_middleware_for(recorder: RequestRecorder, deadlines: Deadlines):
             if "Cache-Control" not in headers:
                 headers["Cache-Control"] = "private, no-cache"
             return response
+        except web.HTTPException as exc:
+            status = exc.status  # a redirect (below 400): aiohttp answers it
+            raise
+        finally:
+            principal = request.get(principal_key)
+            self.recorder.add(time.time(), rid, request.method, route, status,
+                              time.monotonic() - start,
+                              response.headers.get("X-Cache") if response is not None else None,
+                              principal.uniacid if principal is not None else None,
+                              principal.member_id if principal is not None else None)
+
+    async def _answer(self, request: web.Request, handler: Handler, rid: str,
+                      start: float) -> web.StreamResponse:
+        """The handler's response, or the envelope of its failure, within the request bound."""
+        deadlines = self.deadlines
+        task = asyncio.current_task()
+        assert task is not None
+        deadlines.enter(task, start)
+        self.recorder.in_flight += 1
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return answer_for(exc, rid)
+        except asyncio.CancelledError:
+            if not deadlines.timed_out(task):
+                raise  # the client went away, or the shutdown grace ran out: 499
+            return unavailable()
+        except Exception as exc:
+            return answer_for(exc, rid)
         finally:
             deadlines.leave(task)
-            recorder.in_flight -= 1
-            principal = request.get(principal_key)
-            recorder.add(time.time(), rid, request.method, route_of(request), status,
-                         time.monotonic() - start,
-                         response.headers.get("X-Cache") if response is not None else None,
-                         principal.uniacid if principal is not None else None,
-                         principal.member_id if principal is not None else None)
-
-    return edge_middleware
+            self.recorder.in_flight -= 1

@@ -102,13 +102,21 @@ def answer_for(exc: Exception, rid: str) -> web.Response:
         field, msg = HTTP_ERRORS.get(exc.status, ("request", exc.reason))
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return envelope(exc.status, msg, {field: [msg]}, headers)
+    log_failure(exc, rid)
     if isinstance(exc, UNAVAILABLE):
-        # The kind only: a driver's message may quote a statement or a host.
+        return unavailable()
+    return web.Response(status=500, text="Internal Server Error")
+
+
+def log_failure(exc: Exception, rid: str) -> None:
+    """A failure that is not the caller's: its kind and place only (a driver's message may
+    quote a statement or a host)."""
+    if isinstance(exc, UNAVAILABLE):
         log.warning("dependency unavailable request_id=%s kind=%s at=%s", rid,
                     type(exc).__name__, where(exc))
-        return unavailable()
-    log.error("unhandled error request_id=%s kind=%s at=%s", rid, type(exc).__name__, where(exc))
-    return web.Response(status=500, text="Internal Server Error")
+    else:
+        log.error("unhandled error request_id=%s kind=%s at=%s", rid, type(exc).__name__,
+                  where(exc))
 
 
 def unavailable() -> web.Response:
@@ -125,18 +133,15 @@ class _RequestIds:
         os.register_at_fork(after_in_child=self.renew)
 
     def renew(self) -> None:
-        self._prefix = os.urandom(4).hex()
-        self._count = itertools.count()
-
-    def __call__(self) -> str:
-        return f"{self._prefix}{next(self._count) & 0xFFFFFFFF:08x}"
+        self.prefix = os.urandom(4).hex()
+        self.count = itertools.count()
 
 
-_new_request_id = _RequestIds()
+_ids = _RequestIds()
 
 
 def request_id_of(header: str | None) -> str:
     """The caller's X-Request-ID if it is sane, else a new one."""
     if header is not None and _REQUEST_ID.fullmatch(header):
         return header
-    return _new_request_id()
+    return f"{_ids.prefix}{next(_ids.count) & 0xFFFFFFFF:08x}"

@@ -65,10 +65,14 @@ class _Timestamps:
 
     def __call__(self, wall: float) -> str:
         second = int(wall)
+        return f"{self.second(second)}.{int((wall - second) * 1000):03d}+00:00"
+
+    def second(self, second: int) -> str:
+        """The part before the milliseconds."""
         if second != self._second:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((wall - second) * 1000):03d}+00:00"
+        return self._prefix
 
 
 timestamp = _Timestamps()

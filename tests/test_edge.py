@@ -1,5 +1,6 @@
-"""The edge middleware's request bound (REQUEST_TIMEOUT_SECONDS) kept by `Deadlines`: a request
-past it is answered 503; a client's or a shutdown's cancellation is never turned into one."""
+"""The edge (service/edge.py): every route passes it, the fast path records its requests as the
+others, and the request bound (REQUEST_TIMEOUT_SECONDS) is kept by `Deadlines`: a request past
+it is answered 503; a client's or a shutdown's cancellation is never turned into one."""
 
 from __future__ import annotations
 
@@ -9,10 +10,46 @@ import time
 
 import asyncpg
 import pytest
+from aiohttp import web
 
-from service.edge import TICK_SECONDS, Deadlines
+from service.api import coupons as coupons_handler
+from service.app import create_app
+from service.edge import TICK_SECONDS, Deadlines, Edge
+from service.keys import recorder_key
+from service.observe import UNMATCHED, RequestRecorder
 from tests.conftest import token_for
 from tests.helpers import check_error, coupons
+from tests.test_cache import fetch, settle
+
+
+def test_every_route_passes_the_edge(settings) -> None:
+    app = create_app(settings)
+    routes = list(app.router.routes())
+    labels = {route.handler.edge_route for route in routes}  # AttributeError: one escaped
+    assert {"/api/v2/coupons", "/metrics", "/healthz", UNMATCHED} <= labels
+    # The catch-all is last: a route behind it would never be reached, so adding one fails.
+    assert routes[-1].handler.edge_route == UNMATCHED and routes[-1].method == "*"
+    edge = Edge(RequestRecorder(b"k"), Deadlines(1))
+    router = web.Application().router
+    edge.close(router)
+    with pytest.raises(RuntimeError):
+        edge.route(router, "GET", "/late", coupons_handler)
+
+
+async def test_a_local_hit_is_recorded_like_any_request(rows, client, db, caplog) -> None:
+    await rows.member(1, 1)
+    await rows.member_coupon(await rows.coupon(1))
+    await fetch(client, token_for())
+    await settle(client, db)
+    caplog.set_level("INFO", logger="service.access")
+    _, headers = await fetch(client, token_for(), headers={"X-Request-ID": "edge-local-1"})
+    assert headers["X-Cache"] == "local" and headers["X-Request-ID"] == "edge-local-1"
+    assert headers["Server"] == "coupons" and headers["Cache-Control"] == "private, no-cache"
+    client.app[recorder_key].flush()
+    [line] = [r.fields for r in caplog.records if getattr(r, "request_id", "") == "edge-local-1"]
+    assert (line["route"], line["method"], line["status"], line["cache"], line["tenant"]) == (
+        "/api/v2/coupons", "GET", 200, "local", 1)
+    assert line["duration_ms"] >= 0 and line["member"]
 
 
 async def parked() -> None:
