@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from marshmallow import Schema, ValidationError
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
@@ -183,7 +183,7 @@ class LocalAnswers:
         memo, clock, verifier, pages = parts
         if request.method != "GET":
             return None
-        resolved = memo.get((request.raw_path, request.headers.get("Authorization")))
+        resolved = memo.get((request.raw_path, request.headers.get(hdrs.AUTHORIZATION)))
         if resolved is None:
             return None
         now_s = clock.now_ms() // 1000
@@ -286,7 +286,7 @@ async def _resolve(request: web.Request, now_s: int) -> Resolved:
 
 def _page_response(request: web.Request, body: bytes, etag: str, outcome: str) -> web.Response:
     headers = _page_headers(etag, outcome)
-    if_none_match = request.headers.get("If-None-Match")
+    if_none_match = request.headers.get(hdrs.IF_NONE_MATCH)
     if if_none_match and etag_matches(if_none_match, headers["ETag"]):
         headers = headers.copy()
         del headers["Content-Type"]

@@ -173,7 +173,7 @@ def setup_pages(app: web.Application) -> None:
 
 class _EnvelopeRequestHandler(web_protocol.RequestHandler):
     """aiohttp answers a malformed request (a header over the size bound, a broken request
-    line, bytes that are not HTTP) itself, before the app's middleware and signals run: as
+    line, bytes that are not HTTP) itself, before the app's routes (and the edge) run: as
     plain text that quotes the offending request bytes (an Authorization header among them),
     with aiohttp's and Python's versions in `Server`. Here that answer is the contract's
     envelope, without either."""

@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from multidict import istr
 
 from service.auth import Principal
 from service.errors import answer_for, log_failure, request_id_of, unavailable
@@ -32,6 +33,10 @@ from service.keys import principal_key, request_id_key
 from service.observe import CANCELLED, UNMATCHED, RequestRecorder
 
 SERVER_NAME = "coupons"
+# Header names as multidict's case-insensitive strings, made once: a plain str is converted on
+# every lookup or insert.
+X_REQUEST_ID = istr("X-Request-ID")
+X_CACHE = istr("X-Cache")
 TICK_SECONDS = 1.0
 
 
@@ -121,7 +126,7 @@ class Edge:
 
         async def edge(request: web.Request) -> web.StreamResponse:
             start = time.monotonic()
-            rid = request_id_of(request.headers.get("X-Request-ID"))
+            rid = request_id_of(request.headers.get(X_REQUEST_ID))
             if fast is not None:
                 try:
                     answered = fast(request)
@@ -132,9 +137,9 @@ class Edge:
                     # Complete by construction (service/api.py): only the request id to add.
                     response, principal = answered
                     headers = response.headers
-                    headers["X-Request-ID"] = rid
+                    headers[X_REQUEST_ID] = rid
                     record(time.time(), rid, request.method, route, response.status,
-                           time.monotonic() - start, headers.get("X-Cache"),
+                           time.monotonic() - start, headers.get(X_CACHE),
                            principal.uniacid, principal.member_id)
                     return response
             return await general(request, handler, route, rid, start)

@@ -1,4 +1,4 @@
-"""Every failure as the contract's error envelope (the middleware is in service/edge.py)."""
+"""Every failure as the contract's error envelope (service/edge.py applies it to every route)."""
 
 from __future__ import annotations
 

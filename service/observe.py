@@ -79,6 +79,10 @@ def _observe_all(histogram, values: list[float]) -> None:
             bucket.inc(n)
 
 
+# "000" to "999": the milliseconds of a time and of a duration, without a format spec per line.
+_DIGITS3 = tuple(f"{n:03d}" for n in range(1000))
+
+
 @functools.lru_cache(maxsize=1024)
 def _json(text: str | None) -> str:
     # Request ids are new each time, but methods, routes, outcomes and member hashes repeat.
@@ -107,11 +111,19 @@ class RequestRecorder:
         batch, self._pending = self._pending, []
         if not batch:
             return
+        sink = logs.json_sink(log)
         kinds: collections.Counter[tuple] = collections.Counter()
         latencies: dict[str, list[float]] = collections.defaultdict(list)
-        for _, _, method, route, status, elapsed, cache, _, _ in batch:
-            kinds[(route, method, status, cache)] += 1
-            latencies[route].append(elapsed)
+        if sink is not None:
+            logs.write(sink, self._json_lines(batch, kinds, latencies))
+        else:
+            self._count(batch, kinds, latencies)
+            if log.isEnabledFor(logging.INFO):
+                for _, rid, method, route, status, elapsed, cache, tenant, member_id in batch:
+                    log.info("request", extra={"request_id": rid, "fields": {
+                        "method": method, "route": route, "status": status,
+                        "duration_ms": round(elapsed * 1e6) / 1000, "cache": cache,
+                        "tenant": tenant, "member": self._member(tenant, member_id)}})
         for (route, method, status, cache), n in kinds.items():
             counter, outcome = _series(route, method if method in METHODS else "OTHER",
                                        status, cache)
@@ -120,52 +132,55 @@ class RequestRecorder:
                 outcome.inc(n)
         for route, values in latencies.items():
             _observe_all(_latency(route), values)
-        sink = logs.json_sink(log)
-        if sink is not None:
-            logs.write(sink, self._json_lines(batch))
-        elif log.isEnabledFor(logging.INFO):
-            for _, rid, method, route, status, elapsed, cache, tenant, member_id in batch:
-                log.info("request", extra={"request_id": rid, "fields": {
-                    "method": method, "route": route, "status": status,
-                    "duration_ms": round(elapsed * 1e6) / 1000, "cache": cache, "tenant": tenant,
-                    "member": self._member(tenant, member_id)}})
+
+    @staticmethod
+    def _count(batch: list[tuple], kinds: collections.Counter[tuple],
+               latencies: dict[str, list[float]]) -> None:
+        for _, _, method, route, status, elapsed, cache, _, _ in batch:
+            kinds[(route, method, status, cache)] += 1
+            latencies[route].append(elapsed)
 
     def _member(self, tenant: int | None, member_id: int | None) -> str | None:
         if tenant is None or member_id is None:
             return None
         return member_hash(self.hash_key, tenant, member_id)
 
-    def _json_lines(self, batch: list[tuple]) -> str:
+    def _json_lines(self, batch: list[tuple], kinds: collections.Counter[tuple],
+                    latencies: dict[str, list[float]]) -> str:
         """The lines JsonFormatter writes for `logger.info("request", extra=...)`, from parts
-        built once per kind of line: a dict and orjson per line cost three times as much. Only
-        the time, the request id and the duration differ between most lines of a batch."""
+        built once per kind of line (a dict and orjson per line cost three times as much); the
+        batch is counted in the same pass. Only the time, the request id and the duration
+        differ between most lines of a batch."""
         lines = []
         template = self._template
+        digits = _DIGITS3
         second, prefix = -1, ""
         for wall, rid, method, route, status, elapsed, cache, tenant, member_id in batch:
+            head, middle, tail, kind = template(rid is not None, method, route, status, cache,
+                                                tenant, member_id)
+            kinds[kind] += 1
+            latencies[route].append(elapsed)
             whole = int(wall)
             if whole != second:
                 second, prefix = whole, logs.timestamp.second(whole)
-            millis = int((wall - whole) * 1000)
             # Whole microseconds, written as milliseconds: a float's repr was a fifth of a line.
             ms, us = divmod(round(elapsed * 1e6), 1000)
             if rid is None:
-                head, _, tail = template(False, method, route, status, cache, tenant, member_id)
-                lines.append(f'{{"ts":"{prefix}.{millis:03d}{head}{ms}.{us:03d}{tail}')
+                lines.append(f'{{"ts":"{prefix}.{digits[int((wall - whole) * 1000)]}{head}'
+                             f'{ms}.{digits[us]}{tail}')
             else:
-                head, middle, tail = template(True, method, route, status, cache, tenant,
-                                              member_id)
                 # A request id is always [A-Za-z0-9._-] (errors.request_id_of): no escaping.
-                lines.append(f'{{"ts":"{prefix}.{millis:03d}{head}{rid}{middle}{ms}.{us:03d}'
-                             f'{tail}')
+                lines.append(f'{{"ts":"{prefix}.{digits[int((wall - whole) * 1000)]}{head}'
+                             f'{rid}{middle}{ms}.{digits[us]}{tail}')
         return "".join(lines)
 
     @functools.lru_cache(maxsize=16384)  # noqa: B019 - one recorder per app, never freed early
     def _template(self, has_rid: bool, method: str, route: str, status: int, cache: str | None,
-                  tenant: int | None, member_id: int | None) -> tuple[str, str, str]:
+                  tenant: int | None, member_id: int | None) -> tuple[str, str, str, tuple]:
         """A kind of line, cut where the time's milliseconds, the request id and the duration
         go: (after the milliseconds up to the request id, after the request id up to the
-        duration, after the duration); without a request id the first two are one."""
+        duration, after the duration, the kind's metric labels); without a request id the
+        first two are one."""
         member = self._member(tenant, member_id)
         head = (f'+00:00","level":"INFO","logger":{_json(log.name)},"msg":"request",'
                 f'"pid":{os.getpid()}')
@@ -173,6 +188,7 @@ class RequestRecorder:
                   ',"duration_ms":')
         tail = (f',"cache":{_json(cache)},"tenant":{"null" if tenant is None else tenant}'
                 f',"member":{"null" if member is None else _json(member)}}}\n')
+        kind = (route, method, status, cache)
         if has_rid:
-            return head + ',"request_id":"', '"' + before, tail
-        return head + before, "", tail
+            return head + ',"request_id":"', '"' + before, tail, kind
+        return head + before, "", tail, kind
