@@ -4,11 +4,13 @@
 
 (a) bare aiohttp + uvloop answering the same bytes as a cached page (the ceiling here);
 (b) the service on hot hits (process-local cache); (c) the service on Redis hits (local layer
-off); (d) the service with every cache off (each request from PostgreSQL); and (b) again with
+off); (d) the service with every cache off (each request from PostgreSQL); (e) (d)'s ceiling:
+bare aiohttp running the same page statement per request, rendering nothing; and (b) again with
 the rate limiter on (limits too high to refuse: what the limiter's leases cost a hit). One
 worker each, the same load generator (wrk, one thread, so it leaves a core to the server), the
 variants in turn and the whole round repeated: this machine drifts, so the medians of the
-rounds are what count.
+rounds are what count. Every server runs for the whole benchmark (idle while another is
+measured), so that a round's variants are measured seconds apart.
 Prints req/s, p50, p99 (medians of the rounds) and the ratios to (a): the median of each
 round's ratio (the headline: (a) ran beside the variant in the same round) and the ratio of the
 medians; writes bench/results/latest.json and .png.
@@ -48,6 +50,8 @@ VARIANTS = {
     "b_local_hits": {},
     "c_redis_hits": {"LOCAL_CACHE_ENABLED": "false"},
     "d_no_cache": {"CACHE_ENABLED": "false"},
+    # (d)'s ceiling: bare aiohttp running the same statement per request, rendering nothing.
+    "e_bare_statement": {},
 }
 # (b) with the rate limiter on, as deployed, but never refusing: what its leases cost a hit.
 LIMITS_ON = {"RATE_LIMIT_STAFF_PER_MINUTE": "100000000", "RATE_LIMIT_STAFF_BURST": "1000000",
@@ -108,6 +112,9 @@ def start(variant: str, env: dict, body_file: Path,
     port = free_port()
     if variant == "a_bare":
         cmd = [sys.executable, "-m", "bench.bare", "--port", str(port), "--body", str(body_file)]
+    elif variant == "e_bare_statement":
+        cmd = [sys.executable, "-m", "bench.bare_db", "--port", str(port), "--body",
+               str(body_file), "--database-url", env["DATABASE_URL"]]
     else:
         cmd = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port",
                str(port), "--workers", str(workers)]
@@ -140,7 +147,7 @@ def plot(summary: dict, path: Path) -> None:
     names = list(summary)
     rps = [summary[n]["rps"] for n in names]
     fig, ax = plt.subplots(figsize=(10, 4.8))
-    palette = ["#888", "#2a7", "#27a", "#a72", "#6c9", "#7a2"]
+    palette = ["#888", "#2a7", "#27a", "#a72", "#c96", "#6c9", "#7a2"]
     # "b_local_hits_limits_on" and its neighbours would overlap on one line.
     labels = [name.replace("_", "\n", 1).replace("_", " ") for name in names]
     bars = ax.bar(labels, rps, color=palette[: len(names)])
@@ -163,6 +170,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers-scaling", action="store_true",
                         help="also measure (b) with 2 workers")
+    parser.add_argument("--only", default="",
+                        help="comma-separated variants to run (a_bare always runs)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
@@ -187,27 +196,39 @@ def main() -> None:
         variants = [*VARIANTS, "b_local_hits_limits_on"]
         if args.workers_scaling:
             variants.append("b_local_hits_2_workers")
+        if args.only:
+            wanted = {"a_bare", *args.only.split(",")}
+            variants = [v for v in variants if v in wanted]
         rounds: dict[str, list[dict]] = {v: [] for v in variants}
-        for n in range(args.rounds):
+        # Every variant's server runs for the whole benchmark and the rounds only alternate the
+        # load: (a) and the variant after it are measured seconds apart, not a restart apart,
+        # so they share a phase of the machine's drift.
+        servers: dict[str, tuple[subprocess.Popen, int]] = {}
+        try:
             for variant in variants:
                 workers = 2 if variant.endswith("2_workers") else 1
-                base = variant.removesuffix("_2_workers")
-                proc, port = start(base, env, body_file, workers)
-                try:
-                    for _ in range(3):  # warm: fills the caches, prepares statements
-                        got, outcome = fetch(port, token)
-                        assert got == body, "every variant must answer the same bytes"
+                servers[variant] = start(variant.removesuffix("_2_workers"), env, body_file,
+                                         workers)
+            outcomes = {}
+            for variant, (_, port) in servers.items():
+                for _ in range(3):  # warm: fills the caches, prepares statements
+                    got, outcomes[variant] = fetch(port, token)
+                    assert got == body, "every variant must answer the same bytes"
+            for n in range(args.rounds):
+                for variant, (_, port) in servers.items():
                     result = run_wrk(port, token, args.duration, args.connections)
-                    result["outcome"] = outcome
-                finally:
-                    stop(proc)
-                rounds[variant].append(result)
-                print(f"round {n + 1} {variant:24} {result['rps']:9.0f} req/s  "
-                      f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
-                      f"x-cache={result['outcome']} non2xx={result['non_2xx']}", flush=True)
-    # The ratio of each round, then their median: (a) and the variant ran a minute apart at
-    # most, so a phase of the machine's drift that slows one round cancels out of its ratio.
-    # The ratio of the medians is printed beside it.
+                    result["outcome"] = outcomes[variant]
+                    rounds[variant].append(result)
+                    print(f"round {n + 1} {variant:24} {result['rps']:9.0f} req/s  "
+                          f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
+                          f"x-cache={result['outcome']} non2xx={result['non_2xx']}",
+                          flush=True)
+        finally:
+            for proc, _ in servers.values():
+                stop(proc)
+    # The ratio of each round, then their median: (a) and the variant ran seconds apart, so a
+    # phase of the machine's drift that slows one round mostly cancels out of its ratio. The
+    # ratio of the medians is printed beside it.
     base = rounds["a_bare"]
     base_rps = median_of(base, "rps")
     summary = {v: {"rps": median_of(r, "rps"), "p50_ms": median_of(r, "p50_ms"),
