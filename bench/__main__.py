@@ -146,7 +146,7 @@ def plot(summary: dict, path: Path) -> None:
 
     names = list(summary)
     rps = [summary[n]["rps"] for n in names]
-    fig, ax = plt.subplots(figsize=(10, 4.8))
+    fig, ax = plt.subplots(figsize=(12.5, 5))
     palette = ["#888", "#2a7", "#27a", "#a72", "#c96", "#6c9", "#7a2"]
     # "b_local_hits_limits_on" and its neighbours would overlap on one line.
     labels = [name.replace("_", "\n", 1).replace("_", " ") for name in names]
@@ -156,6 +156,7 @@ def plot(summary: dict, path: Path) -> None:
         ax.annotate(f"{s['rps']:.0f}/s\n×{s['ratio_to_a']:.2f}\np99 {s['p99_ms']:.1f} ms",
                     (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     ha="center", va="bottom", fontsize=8)
+    ax.tick_params(axis="x", labelsize=8)
     ax.set_ylabel("requests/s (median of rounds)")
     ax.set_title("coupons endpoint, one worker, wrk -c64 (ratios to the bare aiohttp ceiling)")
     ax.set_ylim(0, max(rps) * 1.3)
