@@ -20,13 +20,20 @@ def main() -> None:
     async def handler(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json")
 
+    serve(args.port, args.path, handler)
+
+
+def serve(port: int, path: str, handler, *contexts) -> None:
+    """A ceiling app: `handler` on `path`, `/readyz`, uvloop, no access log."""
+
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     app = web.Application()
-    app.router.add_get(args.path, handler)
+    app.cleanup_ctx.extend(contexts)
+    app.router.add_get(path, handler)
     app.router.add_get("/readyz", healthz)
-    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None,
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None,
                 loop=uvloop.new_event_loop())
 
 

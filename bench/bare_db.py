@@ -10,9 +10,9 @@ import datetime as dt
 from pathlib import Path
 
 import asyncpg
-import uvloop
 from aiohttp import web
 
+from bench.bare import serve
 from service.queries import QUERIES
 from service.repository import warm_connection
 from service.settings import load_settings
@@ -50,15 +50,7 @@ def main() -> None:
         assert rows
         return web.Response(body=body, content_type="application/json")
 
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.cleanup_ctx.append(pool_ctx)
-    app.router.add_get(args.path, handler)
-    app.router.add_get("/readyz", healthz)
-    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None,
-                loop=uvloop.new_event_loop())
+    serve(args.port, args.path, handler, pool_ctx)
 
 
 if __name__ == "__main__":
