@@ -25,6 +25,8 @@ read_pool_key = web.AppKey("read_pool_key", asyncpg.Pool)
 draining_key = web.AppKey("draining_key", "asyncio.Event")
 recorder_key = web.AppKey("recorder_key", "RequestRecorder")
 principal_key = web.RequestKey("principal_key", "Principal")
+# What the edge's fast path resolved for a GET whose page it did not hold (service/api.py).
+local_miss_key = web.RequestKey("local_miss_key", tuple)
 verifier_key = web.AppKey("verifier_key", "TokenVerifier")
 limiter_key = web.AppKey("limiter_key", "RateLimiter")
 openapi_key = web.AppKey("openapi_key", bytes)
