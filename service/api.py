@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 import orjson
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from marshmallow import Schema, ValidationError
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
@@ -20,7 +20,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
 from service import metrics
 from service.auth import Claims, Principal, TokenVerifier, authenticate_service
 from service.clock import Clock
-from service.edge import SERVER_NAME, Edge
+from service.edge import SERVER_NAME, X_REQUEST_ID, Edge
 from service.errors import ApiError
 from service.keys import (
     clock_key,
@@ -36,6 +36,7 @@ from service.keys import (
     verifier_key,
 )
 from service.pages import CouponPages
+from service.prebuilt import PageBytes, head_of
 from service.repository import PageQuery, UseRefused
 from service.schemas import COUPONS_SCHEMA, MALL_ROUTER_SCHEMA, first_message
 
@@ -165,15 +166,17 @@ class ResolvedMemo(dict):
 
 class LocalAnswers:
     """The edge's fast path for the coupons GET routes (service/edge.py): a request resolved
-    once before, answered from this process's copy of its page without waiting on anything;
-    None for anything else, which `coupons` then answers (an expired token's 401 included).
-    The app's parts are looked up once: `app[key]` is a Python call, four per hit."""
+    once before, answered from this process's copy of its page without waiting on anything,
+    as prepared bytes where it may be (service/prebuilt.py); None for anything else, which
+    `coupons` then answers (an expired token's 401 included). The app's parts are looked up
+    once: `app[key]` is a Python call, four per hit."""
 
     def __init__(self, app: web.Application) -> None:
         self.app = app
         self._parts: tuple[ResolvedMemo, Clock, TokenVerifier, CouponPages] | None = None
 
-    def __call__(self, request: web.Request) -> tuple[web.Response, Principal] | None:
+    def __call__(self, request: web.Request,
+                 rid: str) -> tuple[web.StreamResponse, Principal, str] | None:
         parts = self._parts
         if parts is None:
             app = self.app
@@ -197,7 +200,13 @@ class LocalAnswers:
             # `coupons` goes on from here, in the same step of the loop: nothing to do twice.
             request[local_miss_key] = (resolved, principal)
             return None
-        return _page_response(request, page.body, page.etag, "local"), principal
+        if (request.version == HttpVersion11 and request.keep_alive
+                and hdrs.IF_NONE_MATCH not in request.headers):
+            body = page.body
+            return PageBytes(head_of(page.etag, "local", len(body)), rid, body), principal, "local"
+        response = _page_response(request, page.body, page.etag, "local")
+        response.headers[X_REQUEST_ID] = rid
+        return response, principal, "local"
 
 
 async def coupons(request: web.Request) -> web.Response:

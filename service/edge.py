@@ -36,7 +36,6 @@ SERVER_NAME = "coupons"
 # Header names as multidict's case-insensitive strings, made once: a plain str is converted on
 # every lookup or insert.
 X_REQUEST_ID = istr("X-Request-ID")
-X_CACHE = istr("X-Cache")
 TICK_SECONDS = 1.0
 
 
@@ -75,8 +74,9 @@ class Deadlines:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# A response and who it was for (the request log line's tenant and member), or None.
-Fast = Callable[[web.Request], tuple[web.StreamResponse, Principal] | None]
+# Given the request and its id: a complete response (the id in it), who it was for and its cache
+# outcome (the request log line's tenant, member and cache), or None.
+Fast = Callable[[web.Request, str], tuple[web.StreamResponse, Principal, str] | None]
 
 
 class Edge:
@@ -129,18 +129,15 @@ class Edge:
             rid = request_id_of(request.headers.get(X_REQUEST_ID))
             if fast is not None:
                 try:
-                    answered = fast(request)
+                    answered = fast(request, rid)
                 except Exception as exc:  # a bug: logged, and the handler answers instead
                     log_failure(exc, rid)
                     answered = None
                 if answered is not None:
-                    # Complete by construction (service/api.py): only the request id to add.
-                    response, principal = answered
-                    headers = response.headers
-                    headers[X_REQUEST_ID] = rid
+                    response, principal, cache = answered
                     record(time.time(), rid, request.method, route, response.status,
-                           time.monotonic() - start, headers.get(X_CACHE),
-                           principal.uniacid, principal.member_id)
+                           time.monotonic() - start, cache, principal.uniacid,
+                           principal.member_id)
                     return response
             return await general(request, handler, route, rid, start)
 
