@@ -12,7 +12,9 @@ Only where the bytes are exactly what aiohttp would have sent: an HTTP/1.1 GET w
 stays open (aiohttp adds no connection header then), without `If-None-Match` (a 304 has its own
 headers). Anything else gets an ordinary `web.Response` (service/api.py). Like aiohttp's writer
 it waits when the connection's send buffer is full, and a connection already gone is a
-ConnectionResetError, which aiohttp treats as a client that went away.
+ConnectionResetError, which aiohttp treats as a client that went away. It sets two fields of
+aiohttp's StreamResponse that its own prepare sets (`_keep_alive`, `_body_length`): aiohttp is
+pinned (pyproject.toml), and tests/test_prebuilt.py compares the result with aiohttp's own.
 """
 
 from __future__ import annotations
