@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import functools
 import json
 from collections.abc import Awaitable, Mapping
 from types import MappingProxyType
@@ -15,12 +14,12 @@ import orjson
 from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from marshmallow import Schema, ValidationError
-from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
+from multidict import MultiDictProxy
 
 from service import metrics
 from service.auth import Claims, Principal, TokenVerifier, authenticate_service
 from service.clock import Clock
-from service.edge import SERVER_NAME, X_REQUEST_ID, Edge
+from service.edge import X_REQUEST_ID, Edge
 from service.errors import ApiError
 from service.keys import (
     clock_key,
@@ -36,7 +35,7 @@ from service.keys import (
     verifier_key,
 )
 from service.pages import CouponPages
-from service.prebuilt import PageBytes, head_of
+from service.prebuilt import PageBytes, head_of, page_headers
 from service.repository import PageQuery, UseRefused
 from service.schemas import COUPONS_SCHEMA, MALL_ROUTER_SCHEMA, first_message
 
@@ -187,7 +186,7 @@ class LocalAnswers:
         memo, clock, verifier, pages = parts
         if request.method != "GET":
             return None
-        resolved = memo.get((request.raw_path, request.headers.get(hdrs.AUTHORIZATION)))
+        resolved = memo.get(get_memo_key(request))
         if resolved is None:
             return None
         now_s = clock.now_ms() // 1000
@@ -219,8 +218,8 @@ async def coupons(request: web.Request) -> web.Response:
         resolved, principal = tried
         request[principal_key] = principal  # for the request log line (tenant, member hash)
     else:
-        key = ((request.raw_path, request.headers.get("Authorization"))
-               if request.method == "GET" else await _body_memo_key(request))
+        key = (get_memo_key(request) if request.method == "GET"
+               else await _body_memo_key(request))
         memo = app[resolved_key]
         resolved = memo.get(key) if key is not None else None
         if resolved is None:
@@ -244,9 +243,14 @@ MEMO_BODY_BYTES = 1024
 MEMO_BODY_TYPES = ("application/x-www-form-urlencoded", "application/json")
 
 
+def get_memo_key(request: web.Request) -> tuple:
+    """What decides a GET's meaning apart from the time: its path, query and Authorization."""
+    return (request.raw_path, request.headers.get(hdrs.AUTHORIZATION))
+
+
 async def _body_memo_key(request: web.Request) -> tuple | None:
-    """What decides a POST's meaning apart from the time (a GET's is its path, query and
-    Authorization); None: not memoised."""
+    """What decides a POST's meaning apart from the time (a GET's: `get_memo_key`); None: not
+    memoised."""
     if request.method != "POST":
         return None
     length = request.content_length
@@ -260,7 +264,7 @@ async def _body_memo_key(request: web.Request) -> tuple | None:
         body = await request.read()
     except BAD_BODY:
         return None
-    return (request.raw_path, request.headers.get("Authorization"), request.content_type,
+    return (*get_memo_key(request), request.content_type,
             request.headers.get("Content-Encoding"), request.charset, body)
 
 
@@ -301,23 +305,13 @@ async def _resolve(request: web.Request, now_s: int) -> Resolved:
 
 
 def _page_response(request: web.Request, body: bytes, etag: str, outcome: str) -> web.Response:
-    headers = _page_headers(etag, outcome)
+    headers = page_headers(etag, outcome)
     if_none_match = request.headers.get(hdrs.IF_NONE_MATCH)
     if if_none_match and etag_matches(if_none_match, headers["ETag"]):
         headers = headers.copy()
         del headers["Content-Type"]
         return web.Response(status=304, headers=headers)
     return web.Response(body=body, headers=headers)
-
-
-@functools.lru_cache(maxsize=4096)
-def _page_headers(etag: str, outcome: str) -> CIMultiDictProxy[str]:
-    """A page's headers, built once per page version (the Response copies them), with the
-    ones service/edge.py would add."""
-    return CIMultiDictProxy(CIMultiDict({
-        "Content-Type": "application/json", "ETag": f'"{etag}"',
-        "Cache-Control": "private, no-cache", "X-Cache": outcome,
-        "Server": SERVER_NAME, "X-Content-Type-Options": "nosniff"}))
 
 
 def etag_matches(header: str | None, etag: str) -> bool:

@@ -24,37 +24,38 @@ import time
 from email.utils import formatdate
 
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from service.edge import SERVER_NAME
 
 
 @functools.lru_cache(maxsize=4096)
+def page_headers(etag: str, outcome: str) -> CIMultiDictProxy[str]:
+    """A page's headers, built once per page version (a web.Response copies them), with the
+    ones service/edge.py would add."""
+    return CIMultiDictProxy(CIMultiDict({
+        "Content-Type": "application/json", "ETag": f'"{etag}"',
+        "Cache-Control": "private, no-cache", "X-Cache": outcome,
+        "Server": SERVER_NAME, "X-Content-Type-Options": "nosniff"}))
+
+
+@functools.lru_cache(maxsize=4096)
 def head_of(etag: str, outcome: str, length: int) -> bytes:
     """The status line and headers of a page version, up to the request id's value: the
-    headers of the page's `web.Response` (service/api.py `_page_headers`) and those aiohttp
-    and the edge add to it."""
-    return (f'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nETag: "{etag}"\r\n'
-            f"Cache-Control: private, no-cache\r\nX-Cache: {outcome}\r\n"
-            f"Server: {SERVER_NAME}\r\nX-Content-Type-Options: nosniff\r\n"
-            f"Content-Length: {length}\r\nX-Request-ID: ").encode("ascii")
+    page's headers and the Content-Length aiohttp would add."""
+    lines = "".join(f"{name}: {value}\r\n" for name, value in page_headers(etag, outcome).items())
+    return f"HTTP/1.1 200 OK\r\n{lines}Content-Length: {length}\r\nX-Request-ID: ".encode(
+        "ascii")
 
 
-class _Dates:
+@functools.lru_cache(maxsize=1)
+def _date_line(second: int) -> bytes:
+    return f"\r\nDate: {formatdate(second, usegmt=True)}\r\n\r\n".encode("ascii")
+
+
+def date_line() -> bytes:
     """The `Date` header's line, formatted once a second."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._line = b""
-
-    def __call__(self) -> bytes:
-        second = int(time.time())
-        if second != self._second:
-            self._second = second
-            self._line = f"\r\nDate: {formatdate(second, usegmt=True)}\r\n\r\n".encode("ascii")
-        return self._line
-
-
-date_line = _Dates()
+    return _date_line(int(time.time()))
 
 
 class PageBytes(web.StreamResponse):
