@@ -490,7 +490,7 @@ async def test_use_type_9_api_limit_drops_stores_when_store_plugin_off(client, r
     assert set(items) == {all_mc, some_mc}  # use_type 9 itself is not hidden
     assert items[all_mc]["api_limit"] == "平台自营商品"
     assert items[some_mc]["api_limit"] == "商品:商品A,商品B"
-    assert items[some_mc]["belongs_to_coupon"]["coupon_type_name"] == "平台商品和门店"
+    assert items[some_mc]["belongs_to_coupon"]["coupon_type_name"] == "商品和门店"
 
 
 async def test_use_type_9_api_limit_keeps_stores_when_store_plugin_on(client, rows):
@@ -827,41 +827,41 @@ LIMIT_CASES = [
     ("9 all stores all goods",
      {"use_type": 9, "use_conditions": {"is_all_store": 1, "store_ids": [], "is_all_good": 1,
                                         "good_ids": []}},
-     None, "全部门店、平台自营商品", "平台商品和门店"),
+     None, "全部门店、平台自营商品", "商品和门店"),
     ("9 some stores some goods",
      {"use_type": 9, "use_conditions": {"is_all_store": 0, "store_ids": [1, 2], "is_all_good": 0,
                                         "good_ids": [10, 11]}},
-     None, "门店:一号店,二号店、商品:商品A,商品B", "平台商品和门店"),
+     None, "门店:一号店,二号店、商品:商品A,商品B", "商品和门店"),
     ("9 all stores some goods",
      {"use_type": 9, "use_conditions": {"is_all_store": 1, "store_ids": [], "is_all_good": 0,
                                         "good_ids": [10]}},
-     None, "全部门店、商品:商品A", "平台商品和门店"),
+     None, "全部门店、商品:商品A", "商品和门店"),
     ("9 some stores all goods",
      {"use_type": 9, "use_conditions": {"is_all_store": 0, "store_ids": [2], "is_all_good": 1,
                                         "good_ids": []}},
-     None, "门店:二号店、平台自营商品", "平台商品和门店"),
+     None, "门店:二号店、平台自营商品", "商品和门店"),
     ("9 ids as strings",
      {"use_type": 9, "use_conditions": {"is_all_store": 0, "store_ids": ["1"], "is_all_good": 0,
                                         "good_ids": ["11"]}},
-     None, "门店:一号店、商品:商品B", "平台商品和门店"),
+     None, "门店:一号店、商品:商品B", "商品和门店"),
     ("9 goods only",
      {"use_type": 9, "use_conditions": {"is_all_store": 0, "store_ids": [], "is_all_good": 0,
                                         "good_ids": [11]}},
-     None, "商品:商品B", "平台商品和门店"),
+     None, "商品:商品B", "商品和门店"),
     ("9 all goods only",
      {"use_type": 9, "use_conditions": {"is_all_store": 0, "store_ids": [], "is_all_good": 1,
                                         "good_ids": []}},
-     None, "平台自营商品", "平台商品和门店"),
+     None, "平台自营商品", "商品和门店"),
     ("9 nothing selected",
      {"use_type": 9, "use_conditions": {"is_all_store": 0, "store_ids": [], "is_all_good": 0,
                                         "good_ids": []}},
-     None, "无适用范围", "平台商品和门店"),
+     None, "无适用范围", "商品和门店"),
     ("9 no conditions", {"use_type": 9, "use_conditions": None},
-     None, "无适用范围", "平台商品和门店"),
+     None, "无适用范围", "商品和门店"),
     ("9 another tenant's store is not named",
      {"use_type": 9, "use_conditions": {"is_all_store": 0, "store_ids": [1, 5], "is_all_good": 1,
                                         "good_ids": []}},
-     None, "门店:一号店、平台自营商品", "平台商品和门店"),
+     None, "门店:一号店、平台自营商品", "商品和门店"),
 ]
 
 

@@ -90,7 +90,7 @@ def test_type_filter_matches_contract(coupon_type: int, expected: TypeFilter) ->
 def test_coupon_type_names_by_use_type() -> None:
     assert COUPON_TYPE_NAMES == {
         0: "平台商品", 1: "分类商品", 2: "指定商品", 3: "供应商商品", 4: "门店商品",
-        5: "门店商品", 6: "酒店商品", 7: "酒店商品", 8: "兑换券", 9: "平台商品和门店",
+        5: "门店商品", 6: "酒店商品", 7: "酒店商品", 8: "兑换券", 9: "商品和门店",
     }  # fmt: skip
 
 
@@ -450,7 +450,7 @@ def test_render_coupon_use_conditions_passed_through_and_limited() -> None:
     on = render_coupon(row, SHANGHAI, store_plugin=True)
     off = render_coupon(row, SHANGHAI, store_plugin=False)
     assert on["belongs_to_coupon"]["use_conditions"] == conditions
-    assert on["belongs_to_coupon"]["coupon_type_name"] == "平台商品和门店"
+    assert on["belongs_to_coupon"]["coupon_type_name"] == "商品和门店"
     assert on["api_limit"] == "全部门店、商品:保温杯,雨伞"
     assert off["api_limit"] == "商品:保温杯,雨伞"
 
