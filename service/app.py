@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 from aiohttp import web, web_protocol, web_server
@@ -17,8 +18,9 @@ from service.auth import TokenVerifier
 from service.cache import CircuitBreaker, PageCache
 from service.clock import Clock, SystemClock
 from service.contacts import ContactCache
+from service.devpages import setup_dev_pages
 from service.edge import SERVER_NAME, TICK_SECONDS, Deadlines, Edge
-from service.errors import HTTP_ERRORS, envelope, server_log
+from service.errors import HTTP_ERRORS, envelope, internal_error, server_log, styled
 from service.keys import (
     clock_key,
     db_pool_key,
@@ -178,6 +180,10 @@ class _EnvelopeRequestHandler(web_protocol.RequestHandler):
     with aiohttp's and Python's versions in `Server`. Here that answer is the contract's
     envelope, without either."""
 
+    def __init__(self, *args: Any, error_style: str = "http", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.error_style = error_style  # from the app's handler_args: ERROR_STYLE
+
     def handle_error(self, request: web.BaseRequest, status: int = 500,
                      exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
@@ -185,10 +191,11 @@ class _EnvelopeRequestHandler(web_protocol.RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("response already started")
         if status >= 500:
-            response = web.Response(status=status, text="Internal Server Error")
+            response = internal_error()
         else:
             field, msg = HTTP_ERRORS.get(status, ("request", "请求格式不正确"))
             response = envelope(status, msg, {field: [msg]})
+        styled(response, self.error_style)
         response.headers["Server"] = SERVER_NAME
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.force_close()
@@ -224,6 +231,8 @@ def handler_args(settings: Settings) -> dict[str, object]:
         # After a response that left body bytes unread, wait at most this long for them.
         "lingering_time": 1.0,
         "logger": server_log,
+        # Read by _EnvelopeRequestHandler: the malformed-HTTP answers follow ERROR_STYLE too.
+        "error_style": settings.error_style,
     }
 
 
@@ -232,7 +241,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
         raise ValueError("create_app needs resolved DATABASE_URL and REDIS_URL")
     recorder = RequestRecorder(member_hash_key(settings.auth_jwt_secret))
     deadlines = Deadlines(settings.request_timeout_seconds)
-    edge = Edge(recorder, deadlines)
+    edge = Edge(recorder, deadlines, settings.error_style)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         handler_args=handler_args(settings),
@@ -254,6 +263,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     setup_redis(app)
     setup_pages(app)
     setup_routes(app, edge)
+    if settings.dev_pages:
+        setup_dev_pages(app, edge)
     edge.route(app.router, "GET", "/metrics", metrics.metrics_handler)
     edge.close(app.router)
     return app

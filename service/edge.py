@@ -28,7 +28,7 @@ from aiohttp import web
 from multidict import istr
 
 from service.auth import Principal
-from service.errors import answer_for, log_failure, request_id_of, unavailable
+from service.errors import answer_for, log_failure, request_id_of, styled, unavailable
 from service.keys import principal_key, request_id_key
 from service.observe import CANCELLED, UNMATCHED, RequestRecorder
 
@@ -82,9 +82,11 @@ Fast = Callable[[web.Request, str], tuple[web.StreamResponse, Principal, str] | 
 class Edge:
     """Routes registered through it, each wrapped in the edge."""
 
-    def __init__(self, recorder: RequestRecorder, deadlines: Deadlines) -> None:
+    def __init__(self, recorder: RequestRecorder, deadlines: Deadlines,
+                 error_style: str = "http") -> None:
         self.recorder = recorder
         self.deadlines = deadlines
+        self.error_style = error_style  # ERROR_STYLE (service/errors.py: styled)
         self._methods: dict[str, set[str]] = {}
         self.closed = False
 
@@ -151,7 +153,9 @@ class Edge:
         response: web.StreamResponse | None = None
         try:
             response = await self._answer(request, handler, rid, start)
+            # The real outcome, for the log line and the metrics, before ERROR_STYLE restyles it.
             status = response.status
+            styled(response, self.error_style)
             headers = response.headers
             headers["X-Request-ID"] = rid
             # No server version on the wire; JSON is never sniffed into something executable.

@@ -69,13 +69,33 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
+class Envelope(web.Response):
+    """A response carrying the error envelope: the one kind ERROR_STYLE may restyle."""
+
+
 def envelope(status: int, msg: str, errors: Mapping[str, Sequence[str]] | None = None,
-             headers: Mapping[str, str] | None = None) -> web.Response:
+             headers: Mapping[str, str] | None = None) -> Envelope:
     fields = {k: list(v) for k, v in (errors or {}).items()}
     body = {"result": 0, "msg": msg, "data": {"errors": fields}}
-    return web.Response(
+    return Envelope(
         status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
     )
+
+
+# Under ERROR_STYLE=mall the error's own status travels in this header (the HTTP status is 200).
+X_ERROR_STATUS = "X-Error-Status"
+
+
+def styled(response: web.StreamResponse, style: str) -> web.StreamResponse:
+    """The response as ERROR_STYLE sends it. `mall`: an error envelope goes out as HTTP 200 (its
+    body says `result: 0`), as the mall's own endpoints answer, because the mall's pages show
+    `msg` only on a 200 and nothing at all otherwise. Every header stays (Retry-After,
+    WWW-Authenticate, Allow), and the error's status is kept in X-Error-Status. Callers record
+    the status they saw before this: metrics and logs keep the real outcome."""
+    if style == "mall" and isinstance(response, Envelope) and response.status >= 400:
+        response.headers[X_ERROR_STATUS] = str(response.status)
+        response.set_status(200)
+    return response
 
 
 # Errors aiohttp raises itself (routing, body size): what the caller is told.
@@ -86,6 +106,7 @@ HTTP_ERRORS: Mapping[int, tuple[str, str]] = {
     413: ("body", "请求体超过 64 KiB 上限"),
 }
 UNAVAILABLE_MSG = "服务暂时不可用，请稍后重试"
+INTERNAL_MSG = "服务内部错误，请稍后重试"
 
 # The database or the network to it failed: the caller may retry; nothing about it is shown.
 UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError,
@@ -105,7 +126,7 @@ def answer_for(exc: Exception, rid: str) -> web.Response:
     log_failure(exc, rid)
     if isinstance(exc, UNAVAILABLE):
         return unavailable()
-    return web.Response(status=500, text="Internal Server Error")
+    return internal_error()
 
 
 def log_failure(exc: Exception, rid: str) -> None:
@@ -119,8 +140,14 @@ def log_failure(exc: Exception, rid: str) -> None:
                   where(exc))
 
 
-def unavailable() -> web.Response:
+def unavailable() -> Envelope:
     return envelope(503, UNAVAILABLE_MSG, {"service": [UNAVAILABLE_MSG]}, {"Retry-After": "1"})
+
+
+def internal_error() -> Envelope:
+    """A bug's answer: the envelope with nothing of the failure in it (the log has its kind and
+    place), so that even this reaches the mall's page as a message."""
+    return envelope(500, INTERNAL_MSG, {"service": [INTERNAL_MSG]})
 
 
 class _RequestIds:

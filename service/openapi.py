@@ -164,6 +164,13 @@ def _header(description: str, required: bool = True) -> dict[str, Any]:
 
 
 REQUEST_ID = {"X-Request-ID": _header("the caller's (if sane) or a generated request id")}
+# The two ERROR_STYLEs: `http` answers each error with its own status (the responses listed
+# under it); `mall` answers every error envelope with HTTP 200, as the mall's own endpoints do.
+MALL_STYLE = ("With ERROR_STYLE=mall every error listed here is answered with HTTP 200 instead: "
+              "the same ErrorEnvelope (`result` 0, `msg`) and headers, its own status in "
+              "X-Error-Status.")
+MALL_STYLE_HEADER = {"X-Error-Status": _header(
+    "ERROR_STYLE=mall only: the status of the error this 200 carries", required=False)}
 
 
 def _errors(*statuses: int) -> dict[int, Any]:
@@ -187,7 +194,10 @@ def build_spec() -> dict[str, Any]:
         openapi_version="3.0.3",
         plugins=[plugin],
         info={"description": "The coupons tab of the WeCom chat sidebar (couponsOfMemberByStatus"
-                             "V2). See README: The endpoint, Security."},
+                             "V2). Errors travel as ERROR_STYLE says: `http` (default), each "
+                             "with its own status, as listed; `mall`, every error envelope as "
+                             "HTTP 200 with `result` 0 and its status in X-Error-Status (the "
+                             "mall's pages show `msg` only on a 200). See docs/CONTRACT.md."},
     )
     plugin.map_to_openapi_type(StrictInt, "integer", None)
     spec.components.security_scheme("staffToken", {
@@ -208,12 +218,15 @@ def build_spec() -> dict[str, Any]:
 
     ok = {
         200: {"description": "The page. Its shape is RESPONSE_SHAPE's: `list` (CouponsList) or "
-                             "`paginator` (CouponsPaginator)",
-              "headers": {**REQUEST_ID, "ETag": _header("hash of the body"),
-                          "X-Cache": _header("hit, miss, coalesced or bypass")},
+                             "`paginator` (CouponsPaginator). " + MALL_STYLE,
+              "headers": {**REQUEST_ID, **MALL_STYLE_HEADER,
+                          "ETag": _header("hash of the body (a page only)", required=False),
+                          "X-Cache": _header("local, hit, miss, coalesced or bypass (a page "
+                                             "only)", required=False)},
               "content": {"application/json": {"schema": {"oneOf": [
                   {"$ref": "#/components/schemas/CouponsList"},
-                  {"$ref": "#/components/schemas/CouponsPaginator"}]}}}},
+                  {"$ref": "#/components/schemas/CouponsPaginator"},
+                  {"$ref": "#/components/schemas/ErrorEnvelope"}]}}}},
         304: {"description": "If-None-Match matched the page's ETag; no body",
               "headers": {**REQUEST_ID, "ETag": _header("hash of the body")}},
     }
@@ -256,8 +269,11 @@ def build_spec() -> dict[str, Any]:
         "parameters": [{"in": "path", "name": "id", "required": True,
                         "schema": {"type": "integer", "minimum": 1}}],
         "responses": {
-            200: {"description": "Marked used now", "headers": REQUEST_ID,
-                  "content": _json("UseResult")},
+            200: {"description": "Marked used now. " + MALL_STYLE,
+                  "headers": {**REQUEST_ID, **MALL_STYLE_HEADER},
+                  "content": {"application/json": {"schema": {"oneOf": [
+                      {"$ref": "#/components/schemas/UseResult"},
+                      {"$ref": "#/components/schemas/ErrorEnvelope"}]}}}},
             409: {"description": "Already used", "headers": REQUEST_ID,
                   "content": _json("ErrorEnvelope")},
             **_errors(400, 401, 404, 503),

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "config"
 RESPONSE_SHAPES = ("list", "paginator")
+ERROR_STYLES = ("http", "mall")
 SECRET_FIELDS = frozenset({"auth_jwt_secret", "internal_service_token"})
 URL_FIELDS = frozenset({"database_url", "database_read_url", "database_listen_url", "redis_url"})
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
@@ -48,6 +49,9 @@ class Settings:
     # The mall's login service signs RS256/ES256 tokens: its public key, PEM text or a file path.
     auth_jwt_public_key: str = ""
     response_shape: str = "list"
+    # How an error's status travels: "http" (its own HTTP status) or "mall" (HTTP 200 with
+    # result 0, as the mall's pages need): service/errors.py `styled`.
+    error_style: str = "http"
     display_tz: str = "Asia/Shanghai"
     data_dir: str = ".data"
     db_pool_min_size: int = 2
@@ -104,10 +108,18 @@ class Settings:
     # Request log lines and request metrics are written in batches (service/observe.py): a
     # request appears in them up to this late.
     observe_flush_seconds: float = 0.25
+    # The demo sidebar page (/demo/, which mints demo tokens) and Swagger UI (/docs/):
+    # config/development.toml turns them on; any other APP_ENV refuses them.
+    dev_pages: bool = False
 
     def __post_init__(self) -> None:
         if self.response_shape not in RESPONSE_SHAPES:
             raise SettingsError(f"RESPONSE_SHAPE must be one of {RESPONSE_SHAPES}")
+        if self.error_style not in ERROR_STYLES:
+            raise SettingsError(f"ERROR_STYLE must be one of {ERROR_STYLES}")
+        if self.dev_pages and self.app_env != "development":
+            raise SettingsError("DEV_PAGES (the demo page, which mints tokens) is for "
+                                "APP_ENV=development only")
         try:
             ZoneInfo(self.display_tz)
         except (ZoneInfoNotFoundError, ValueError) as exc:
