@@ -4,7 +4,11 @@
 
 A user is a staff member with the chat sidebar open on one customer after another: open the
 coupons tab (unused, 全部), switch tabs, scroll pages until `last_page`, and now and then the mall
-marks one of the customer's coupons used through the write API. Customers are drawn with a Zipf
+marks one of the customer's coupons used through the write API. The unused tab is asked for as
+the mall's sidebar page asks (a GET through the mall's router, no status_request); the other
+statuses as the seed documents it (a POST form). Either RESPONSE_SHAPE is read, and an error is
+a failure whether it came as its own status or, under ERROR_STYLE=mall, as a 200 with
+`result: 0`. Customers are drawn with a Zipf
 skew (a few are chatted with all the time). Settings come from the environment:
 AUTH_JWT_SECRET and INTERNAL_SERVICE_TOKEN (as the service's), COUPONS_UNIACID (1),
 COUPONS_MEMBERS (e.g. "1-20" for the demo data), COUPONS_ZIPF_S (1.2), COUPONS_USE_RATIO (0.01).
@@ -30,7 +34,9 @@ UNIACID = int(os.environ.get("COUPONS_UNIACID", "1"))
 LOW, HIGH = (int(x) for x in os.environ.get("COUPONS_MEMBERS", "1-20").split("-"))
 ZIPF_S = float(os.environ.get("COUPONS_ZIPF_S", "1.2"))
 USE_RATIO = float(os.environ.get("COUPONS_USE_RATIO", "0.01"))
-PATH = "/plugin.wechat-chat-sidebar.frontend.controller.customer.customer.couponsOfMemberByStatusV2"
+ROUTE = "plugin.wechat-chat-sidebar.frontend.controller.customer.customer.couponsOfMemberByStatusV2"
+PATH = "/" + ROUTE
+MALL_ROUTER = "/addons/yun_shop/api.php"
 
 MEMBERS = list(range(LOW, HIGH + 1))
 random.Random(7).shuffle(MEMBERS)  # popularity is not the id order
@@ -64,23 +70,31 @@ class SidebarUser(HttpUser):
         self.fetch()
 
     def fetch(self) -> None:
-        data = {"client": "work", "type": 17, "status_request": self.status,
-                "coupon_type": self.coupon_type, "page": self.page}
+        params = {"client": "work", "type": 17, "coupon_type": self.coupon_type,
+                  "page": self.page}
         name = f"coupons s{self.status} page{'1' if self.page == 1 else 'N'}"
-        with self.client.post(PATH, data=data, headers=self.headers, name=name,
-                              catch_response=True) as resp:
+        if self.status == 1:  # as the mall's page: GET through its router
+            request = self.client.get(MALL_ROUTER, params={"i": UNIACID, "route": ROUTE, **params},
+                                      headers=self.headers, name=name, catch_response=True)
+        else:  # as the seed: a POST form on the plugin route
+            request = self.client.post(PATH, data={**params, "status_request": self.status},
+                                       headers=self.headers, name=name, catch_response=True)
+        with request as resp:
             OUTCOMES[resp.headers.get("X-Cache", "none")] += 1
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}")
                 return
             body = resp.json()
             if body.get("result") != 1:
-                resp.failure(f"result {body.get('result')}: {body.get('msg')}")
+                resp.failure(f"{resp.headers.get('X-Error-Status', 'result 0')}: "
+                             f"{body.get('msg')}")
                 return
             payload = body["data"]
-            self.last_page = payload.get("last_page", 1)
+            # RESPONSE_SHAPE paginator: the page is data.data; list: data itself.
+            page = payload["data"] if isinstance(payload["data"], dict) else payload
+            self.last_page = page.get("last_page", 1)
             if self.status == 1:
-                self.unused_ids = [item["id"] for item in payload["data"]]
+                self.unused_ids = [item["id"] for item in page["data"]]
 
     @task(3)
     def next_customer(self) -> None:
@@ -107,10 +121,12 @@ class SidebarUser(HttpUser):
         with self.client.post(f"/internal/member-coupons/{coupon_id}/use",
                               headers={"Authorization": f"Bearer {SERVICE_TOKEN}"},
                               name="use coupon", catch_response=True) as resp:
-            if resp.status_code in (200, 409):  # 409: another user used it first
+            # 409: another user used it first (under ERROR_STYLE=mall: a 200 that says so).
+            status = int(resp.headers.get("X-Error-Status", resp.status_code))
+            if status in (200, 409):
                 resp.success()
             else:
-                resp.failure(f"HTTP {resp.status_code}")
+                resp.failure(f"HTTP {status}")
 
 
 @events.test_stop.add_listener
