@@ -1,6 +1,6 @@
 -- Demo tenants for `python -m service demo-data`; safe to run again (it replaces its own rows).
 -- Tenant 1 / member 1 holds the seed example's six coupons (same ids, names, amounts, get_time)
--- plus one live coupon of every kind; member 2 has enough rows to scroll several pages; tenant 2
+-- plus one live coupon of every kind; member 2 has 130 unused ones to scroll; tenant 2
 -- has both plugins off. Relative dates follow now(), so every tab has something to show today.
 
 DELETE FROM yz_member_coupon WHERE uniacid IN (1, 2);
@@ -89,12 +89,11 @@ VALUES (1201, 1, 1, 101, 1, now() - interval '2 days', now() - interval '5 days'
        (1202, 1, 1, 102, 0, NULL, now() - interval '40 days', 0),
        (1203, 1, 1, 101, 0, NULL, now() - interval '1 day', 1);
 
--- Member 2: 130 rows over every kind, about a third used, to scroll through pages.
+-- Member 2: 130 unused coupons of every kind, to scroll the sidebar's list through nine pages
+-- of 15 to its end. One an hour back from now, and none of coupon 112 (it ends tonight): each
+-- one is still valid for more than a day, whenever the demo is loaded.
 INSERT INTO yz_member_coupon (id, uniacid, uid, coupon_id, used, use_time, get_time)
-SELECT 2000 + n, 1, 2, 101 + n % 12,
-       CASE WHEN n % 3 = 0 THEN 1 ELSE 0 END,
-       CASE WHEN n % 3 = 0 THEN now() - interval '1 hour' END,
-       now() - n * interval '3 hours'
+SELECT 2000 + n, 1, 2, 101 + n % 11, 0, NULL, now() - n * interval '1 hour'
 FROM generate_series(1, 130) AS n;
 
 -- Members 3..20: a few each.
