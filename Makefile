@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+PORT ?= 8080
 
 .PHONY: install run test lint bench fuzz clean
 
@@ -13,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	$(PY) -m service dev --host 127.0.0.1 --port 8080
+	$(PY) -m service dev --host 127.0.0.1 --port $(PORT)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

