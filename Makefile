@@ -8,9 +8,11 @@ PORT ?= 8080
 
 install: $(VENV)/.installed
 
+# -qq: pip's own warnings too (a machine's pip configuration may add a screenful of them).
 $(VENV)/.installed: pyproject.toml
+	@echo "Installing into $(VENV) (the first time only: about a minute)..."
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(VENV)/bin/pip install -qq --disable-pip-version-check -e '.[test]'
 	touch $@
 
 run: install
