@@ -344,7 +344,7 @@ async def use_member_coupon(request: web.Request) -> web.Response:
         msg = "优惠券不存在"
         raise ApiError(404, msg, {"id": [msg]}) from None
     # Before answering: the next read through Redis must already see the use. If Redis fails
-    # here the cache is untrusted (and bypassed) until a full flush succeeds.
+    # here the cache is untrusted (and bypassed) until coverage is proven again.
     await app[pages_key].invalidate_members(used.uniacid, [used.uid])
     metrics.CACHE_INVALIDATIONS.labels("use_api").inc()
     body = {"result": 1, "msg": "", "data": {

@@ -149,7 +149,7 @@ def setup_pages(app: web.Application) -> None:
                             ttl_seconds=settings.cache_ttl_seconds, local=local,
                             limiter=app[limiter_key],
                             contacts=ContactCache(settings.contact_cache_size),
-                            enabled=settings.cache_enabled)
+                            enabled=settings.cache_enabled, total_cap=settings.total_cap)
         app[pages_key] = pages
         listener = InvalidationListener(
             settings.database_listen_url or settings.database_url, pages, app[repository_key],
@@ -158,8 +158,8 @@ def setup_pages(app: web.Application) -> None:
         )
         app[listener_key] = listener
         task = asyncio.create_task(listener.run(), name="invalidation-listener")
-        # Serve from PostgreSQL until the listener is up and the cache flushed; a short wait
-        # here lets a healthy start begin with the cache on.
+        # Serve from PostgreSQL until the listener is up and coverage proven (a handover or a
+        # flush); a short wait here lets a healthy start begin with the cache on.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(settings.readiness_timeout_seconds * 3):
                 await pages.trust.ready.wait()
@@ -169,6 +169,9 @@ def setup_pages(app: web.Application) -> None:
             await stop_task(task)
             if listener.consumer is not None:
                 await stop_task(listener.consumer)
+            # Out of the registry: a process starting now does not wait for this one's
+            # acknowledgement (service/listener.py).
+            await listener.leave()
 
     app.cleanup_ctx.append(pages_ctx)
 

@@ -1,16 +1,23 @@
 """The per-member page cache in Redis: final response bytes, one round trip on a hit.
 
-Layout (README "The cache"): one hash per member, `<prefix>:{<uniacid>:<uid>}`, whose fields are
-the member's cached pages (`<status>:<coupon_type>:<page>:<pagesize>:<shape>`) plus `gen`, a stamp
-that every invalidation replaces with a fresh random value. A page value is
-`<valid_from: 10 digits><valid_until: 10 digits><etag: 16 hex><body>`: the page is true by the
-clock alone from the second it was read (`valid_from`) until `valid_until` (excluded), checked on
-every hit against the app's clock (a clock stepped back does not see a page from its future).
+Layout (README "The cache"): one hash per member, `<prefix>:<epoch>:{<uniacid>:<uid>}`, whose
+fields are the member's cached pages (`<status>:<coupon_type>:<page>:<pagesize>:<shape>`) plus
+`gen`, a stamp that every invalidation of the member replaces with a fresh random value. A page
+value is `<valid_from: 10 digits><valid_until: 10 digits><etag: 16 hex><tenant token: 16 hex>
+<body>`: the page is true by the clock alone from the second it was read (`valid_from`) until
+`valid_until` (excluded), checked on every hit against the app's clock (a clock stepped back
+does not see a page from its future), and only while the tenant's token `<prefix>:tg:{<uniacid>}`
+is still the one the page was read under (a tenant-wide change replaces it: one command, however
+many members the tenant has, and an evicted token costs misses, never a stale page).
 The braces are a Redis Cluster hash tag: a member's keys and scripts share one slot.
-`<prefix>:tm:{<uniacid>}` is the set of members that filled pages of a tenant, for tenant-wide
-invalidation; it lives in another slot, so in a cluster it is written by its own command.
 Beside `gen` the hash holds `lsn`: with a read replica, the primary's WAL position that a
 replica must have replayed before its answer may fill this member's pages (service/repository.py).
+
+The epoch is this process's keyspace, chosen by service/listener.py when it proves that no
+invalidation was lost (a handover from a live listener, or a flush): a flush is a new epoch, O(1)
+whatever the number of cached members. `<prefix>:epoch` holds the newest flushed epoch,
+`<prefix>:ack:<token>` a live listener's acknowledgement of a barrier, `<prefix>:listeners` the
+registry of covered listeners.
 """
 
 from __future__ import annotations
@@ -35,7 +42,11 @@ log = logging.getLogger("service.cache")
 
 T = TypeVar("T")
 LUA_DIR = Path(__file__).resolve().parent / "lua"
-HEADER = 36  # 10 digits of valid_from, 10 of valid_until, 16 hex of etag
+# 10 digits of valid_from, 10 of valid_until, 16 hex of etag, 16 hex of the tenant token.
+HEADER = 52
+# How long a barrier's acknowledgement and a tenant token live (ms); a token is refreshed by
+# every miss that reads it, so it outlives the pages stored under it.
+ACK_TTL_MS = 30_000
 
 
 def new_stamp() -> str:
@@ -48,16 +59,28 @@ class CachedPage:
     valid_until: int
     etag: str
     body: bytes
+    tenant: str = "0" * 16  # the tenant's token the page was read under
 
     def encode(self) -> bytes:
-        return b"%010d%010d" % (self.valid_from, self.valid_until) + self.etag.encode() + self.body
+        return (b"%010d%010d" % (self.valid_from, self.valid_until) + self.etag.encode()
+                + self.tenant.encode() + self.body)
 
     @classmethod
-    def decode(cls, raw: bytes) -> CachedPage:
-        return cls(int(raw[:10]), int(raw[10:20]), raw[20:HEADER].decode(), raw[HEADER:])
+    def decode(cls, raw: bytes) -> CachedPage | None:
+        """None for a value this version cannot read (an older layout): a miss."""
+        if len(raw) < HEADER or not raw[:20].isdigit():
+            return None
+        return cls(int(raw[:10]), int(raw[10:20]), raw[20:36].decode(), raw[HEADER:],
+                   raw[36:HEADER].decode())
 
     def fresh_at(self, now: int) -> bool:
         return self.valid_from <= now < self.valid_until
+
+    def valid(self, now: int, tenant: bytes | None) -> bool:
+        """True by the clock at `now` and read under the tenant's current token (the value of
+        its key: `<token>:<fence>`)."""
+        return (self.valid_from <= now < self.valid_until and tenant is not None
+                and tenant[:16].decode() == self.tenant)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -67,6 +90,8 @@ class Prepared:
     lease_token: str
     # The WAL position a replica must have replayed to serve this member (0: any).
     fence: int = 0
+    tenant: str = "0" * 16  # the tenant's token, read before the database
+    epoch: str = ""  # the keyspace the stamp belongs to: the fill goes there, whatever happens
 
 
 class CacheUnavailable(Exception):
@@ -113,8 +138,8 @@ class CircuitBreaker:
 class PageCache:
     """Redis operations of the page cache, each bounded in time and guarded by the breaker.
 
-    `on_lost_invalidation` is called whenever an invalidation could not be applied: the owner
-    must stop trusting the cache until `flush_all` succeeds.
+    `epoch` is the keyspace this process reads, fills and invalidates (None until the listener
+    has proven, once, that no invalidation was lost: service/listener.py).
     """
 
     # In a cluster, how many single-slot scripts one invalidation batch runs at once: enough to
@@ -133,19 +158,34 @@ class PageCache:
         self.timeout = timeout
         self.lease_ms = lease_ms
         self.breaker = breaker
+        self.epoch: str | None = None
         self._prepare = client.register_script((LUA_DIR / "prepare.lua").read_text())
         self._fill = client.register_script((LUA_DIR / "fill.lua").read_text())
         self._invalidate = client.register_script((LUA_DIR / "invalidate.lua").read_text())
+        self._tenant = client.register_script((LUA_DIR / "tenant.lua").read_text())
+        self._claim = client.register_script((LUA_DIR / "epoch.lua").read_text())
+        self._listeners = client.register_script((LUA_DIR / "listeners.lua").read_text())
 
     # Keys ------------------------------------------------------------------------------------
-    def member_key(self, uniacid: int, uid: int) -> str:
-        return f"{self.prefix}:{{{uniacid}:{uid}}}"
+    def member_key(self, uniacid: int, uid: int, epoch: str | None = None) -> str:
+        return f"{self.prefix}:{epoch or self.epoch}:{{{uniacid}:{uid}}}"
 
-    def lease_key(self, uniacid: int, uid: int, field: str) -> str:
-        return f"{self.prefix}:{{{uniacid}:{uid}}}:lease:{field}"
+    def lease_key(self, uniacid: int, uid: int, field: str, epoch: str | None = None) -> str:
+        return f"{self.prefix}:{epoch or self.epoch}:{{{uniacid}:{uid}}}:lease:{field}"
 
     def tenant_key(self, uniacid: int) -> str:
-        return f"{self.prefix}:tm:{{{uniacid}}}"
+        return f"{self.prefix}:tg:{{{uniacid}}}"
+
+    @property
+    def epoch_key(self) -> str:
+        return f"{self.prefix}:epoch"
+
+    def ack_key(self, token: str) -> str:
+        return f"{self.prefix}:ack:{token}"
+
+    @property
+    def listeners_key(self) -> str:
+        return f"{self.prefix}:listeners"
 
     # Guarded calls ---------------------------------------------------------------------------
     async def _call(self, make: Callable[[], Awaitable[T]], budget: float | None = None) -> T:
@@ -199,41 +239,64 @@ class PageCache:
 
         return await self._call(run)
 
-    async def get(self, uniacid: int, uid: int, field: str) -> CachedPage | None:
-        raw = await self._call(lambda: self.client.hget(self.member_key(uniacid, uid), field))
-        return None if raw is None else CachedPage.decode(raw)
+    def queue_read(self, pipe: Pipeline, uniacid: int, uid: int, field: str) -> None:
+        """A page's read, two replies (`page_of` decodes them): the page, the tenant's token."""
+        pipe.hget(self.member_key(uniacid, uid), field)
+        pipe.get(self.tenant_key(uniacid))
+
+    @staticmethod
+    def page_of(replies: list, now: int) -> CachedPage | None:
+        """The page of `queue_read`'s replies, if it may be served at `now`."""
+        raw, tenant = replies
+        page = None if raw is None else CachedPage.decode(raw)
+        return page if page is not None and page.valid(now, tenant) else None
+
+    async def get(self, uniacid: int, uid: int, field: str, now: int) -> CachedPage | None:
+        """The page, if one may be served at `now` (the clock and the tenant's token)."""
+        replies = await self.batch(lambda pipe: self.queue_read(pipe, uniacid, uid, field))
+        return self.page_of(replies, now)
 
     async def prepare(self, uniacid: int, uid: int, field: str) -> Prepared:
+        epoch = self.epoch
+        if epoch is None:
+            raise CacheUnavailable("no epoch")
         token = new_stamp()
-        tenant = self.tenant_key(uniacid)
-        keys = [self.member_key(uniacid, uid), self.lease_key(uniacid, uid, field)]
+        keys = [self.member_key(uniacid, uid, epoch), self.lease_key(uniacid, uid, field, epoch)]
         args = [new_stamp(), token, self.lease_ms, self.ttl_ms, self.fence()]
+        tenant_keys = [self.tenant_key(uniacid)]
+        tenant_args = [new_stamp(), self.ttl_ms * 2, self.fence()]
 
-        # The member joins the tenant's set before its database read, so a tenant-wide
-        # invalidation committed after that read cannot miss it.
         async def run() -> Any:
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.sadd(tenant, uid)
-                pipe.pexpire(tenant, self.ttl_ms * 2)
                 await self._prepare(keys=keys, args=args, client=pipe)
-                return (await pipe.execute())[2]
+                await self._tenant(keys=tenant_keys, args=tenant_args, client=pipe)
+                (stamp, lease, fence), tenant = await pipe.execute()
+                return stamp, lease, fence, tenant
 
         async def run_cluster() -> Any:
-            # The tenant set is in another slot: its own command first, then the member's
-            # script (a cluster pipeline would not order commands across nodes).
-            await self.client.sadd(tenant, uid)
-            await self.client.pexpire(tenant, self.ttl_ms * 2)
-            return await self._prepare(keys=keys, args=args)
+            # The tenant's token is in another slot: its own script (each reloads itself after
+            # a NOSCRIPT, which a cluster pipeline would not).
+            tenant = await self._tenant(keys=tenant_keys, args=tenant_args)
+            stamp, lease, fence = await self._prepare(keys=keys, args=args)
+            return stamp, lease, fence, tenant
 
-        stamp, lease, fence = await self._call(run_cluster if self.cluster else run)
+        stamp, lease, fence, tenant = await self._call(run_cluster if self.cluster else run)
+        token_part, _, tenant_fence = tenant.decode().partition(":")
+        # A replica must have replayed past both the member's and the tenant's last
+        # invalidation (service/repository.py).
         return Prepared(stamp=stamp.decode(), lease=bool(lease), lease_token=token,
-                        fence=int(fence))
+                        fence=max(int(fence), int(tenant_fence or 0)), tenant=token_part,
+                        epoch=epoch)
 
     async def fill(self, uniacid: int, uid: int, field: str, prepared: Prepared,
                    page: CachedPage) -> bool:
-        """True when stored; False when an invalidation came first (a stale fill refused)."""
+        """True when stored; False when an invalidation came first (a stale fill refused). The
+        page goes to the keyspace it was prepared in, whatever this process uses by now."""
+        epoch = prepared.epoch
+        page = dataclasses.replace(page, tenant=prepared.tenant)
         stored = await self._call(lambda: self._fill(
-            keys=[self.member_key(uniacid, uid), self.lease_key(uniacid, uid, field)],
+            keys=[self.member_key(uniacid, uid, epoch),
+                  self.lease_key(uniacid, uid, field, epoch)],
             args=[prepared.stamp, field, page.encode(), self.ttl_ms, prepared.lease_token],
         ))
         metrics.CACHE_FILLS.labels("stored" if stored else "stale_refused").inc()
@@ -241,11 +304,13 @@ class PageCache:
 
     # Invalidation ----------------------------------------------------------------------------
     async def invalidate_members(self, uniacid: int, uids: Iterable[int]) -> None:
+        if self.epoch is None:
+            return  # no keyspace read yet: nothing of ours to invalidate
         keys = [self.member_key(uniacid, uid) for uid in uids]
         for start in range(0, len(keys), 500):
             await self._invalidate_keys(keys[start:start + 500])
 
-    async def _invalidate_keys(self, keys: list[str] | list[bytes]) -> None:
+    async def _invalidate_keys(self, keys: list[str]) -> None:
         fence = self.fence()
 
         async def run() -> None:
@@ -260,7 +325,7 @@ class PageCache:
             # script object reloads itself on a node that lost its script cache (NOSCRIPT).
             gate = asyncio.Semaphore(self.CLUSTER_CONCURRENCY)
 
-            async def one(key: str | bytes) -> None:
+            async def one(key: str) -> None:
                 async with gate:
                     await self._invalidate(keys=[key], args=[new_stamp(), self.ttl_ms, fence])
 
@@ -268,51 +333,38 @@ class PageCache:
 
         await self._call(run_cluster if self.cluster else run, budget=max(self.timeout, 1.0))
 
-    async def invalidate_tenant(self, uniacid: int) -> int:
-        members = await self._call(lambda: self.client.smembers(self.tenant_key(uniacid)),
-                                   budget=max(self.timeout, 1.0))
-        uids = [int(m) for m in members]
-        await self.invalidate_members(uniacid, uids)
-        return len(uids)
+    async def invalidate_tenant(self, uniacid: int) -> None:
+        """Every page of the tenant, in every epoch, at once: a new token, with the fence past
+        the write (a replica behind it serves none of the tenant's misses)."""
+        value = f"{new_stamp()}:{self.fence()}"
+        await self._call(lambda: self.client.set(self.tenant_key(uniacid), value,
+                                                 px=self.ttl_ms * 2),
+                         budget=max(self.timeout, 1.0))
 
-    async def flush_all(self) -> int:
-        """Invalidate every member hash under the prefix (after a missed notification).
+    # Coverage: service/listener.py -------------------------------------------------------------
+    # Not on the request path: a wider bound than a request's Redis call.
+    def _slow(self, make: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        return self._call(make, budget=max(self.timeout, 1.0))
 
-        In a cluster every primary holds its own part of the keyspace: each is scanned to the
-        end (a SCAN sent to the cluster client would read one node only)."""
-        pattern = f"{self.prefix}:{{*}}"
-        count = 0
-        nodes: list[Any] = [None]
-        if self.cluster:
-            nodes = await self._call(self._primaries, budget=max(self.timeout, 1.0))
-        for node in nodes:
-            cursor = 0
-            while True:
-                cursor, keys = await self._call(
-                    lambda cursor=cursor, node=node: self._scan(cursor, pattern, node),
-                    budget=max(self.timeout, 1.0),
-                )
-                # Only the member hashes: `lease` keys share the prefix and the braces.
-                keys = [k for k in keys if k.endswith(b"}")]
-                if keys:
-                    await self._invalidate_keys(keys)
-                    count += len(keys)
-                if cursor == 0:
-                    break
-        return count
+    async def current_epoch(self) -> str:
+        """The newest flushed epoch ('' if none was ever claimed here)."""
+        raw = await self._slow(lambda: self.client.get(self.epoch_key))
+        return raw.decode() if raw is not None else ""
 
-    async def _primaries(self) -> list[Any]:
-        # The client learns the slot map on its first command: before that it knows no node,
-        # and a flush over "every master" would silently cover none.
-        await self.client.initialize()
-        primaries = self.client.get_primaries()
-        if not primaries:
-            raise RedisError("the cluster has no primary")
-        return primaries
+    async def claim_epoch(self, expected: str) -> tuple[str, bool]:
+        """A new epoch if the newest is still `expected`: (the newest now, whether it is ours)."""
+        epoch, claimed = await self._slow(lambda: self._claim(
+            keys=[self.epoch_key], args=[expected, new_stamp()]))
+        return epoch.decode(), bool(claimed)
 
-    async def _scan(self, cursor: int, pattern: str, node: Any) -> tuple[int, list[bytes]]:
-        if node is None:
-            return await self.client.scan(cursor, match=pattern, count=1000)
-        cursors, keys = await self.client.scan(cursor, match=pattern, count=1000,
-                                               target_nodes=node)
-        return cursors[node.name], keys
+    async def acknowledge(self, token: str, epoch: str) -> None:
+        await self._slow(lambda: self.client.set(self.ack_key(token), epoch, px=ACK_TTL_MS))
+
+    async def acknowledgement(self, token: str) -> str | None:
+        raw = await self._slow(lambda: self.client.get(self.ack_key(token)))
+        return raw.decode() if raw is not None else None
+
+    async def listeners_alive(self, window_ms: int, alive: str = "", gone: str = "") -> int:
+        """Record `alive` as a covered listener now and drop `gone`; how many others are."""
+        return int(await self._slow(lambda: self._listeners(
+            keys=[self.listeners_key], args=[window_ms, alive, gone])))

@@ -1,8 +1,30 @@
 """The LISTEN side of invalidation: one dedicated connection per process, never from the pool.
 
-NOTIFY has no replay: whatever was written while this connection was down (or could not be
-proven alive) is unknown, so every (re)connect is followed by a full flush before the cache is
-trusted again, and LISTEN is issued before that flush so nothing falls between the two.
+NOTIFY has no replay: whatever was committed while no listener was connected is unknown. A
+process may trust its cache only while it is *covered*: every notification committed so far was
+applied, to the keyspace (epoch) it reads, by someone. After every (re)connect, and after any
+loss (a Redis failure during an invalidation, a TRUNCATE), it proves coverage again:
+
+1. LISTEN first: from then on this connection receives every notification, in commit order.
+2. Send a barrier, `sync:<token>`, through the same channel. When this process's consumer
+   reaches its own barrier, every notification committed before the barrier has been delivered
+   to every listener that was connected then, and has been applied by every covered one.
+3. A handover: a covered listener that reaches the barrier acknowledges it in Redis with its
+   epoch (it has applied everything before the barrier to that keyspace). This process adopts
+   that epoch, and applies everything after the barrier itself: nothing is lost, the cache
+   stays warm (a rolling deploy, a process restarted, a single dropped connection).
+4. A flush, only when nobody acknowledged within ACK_WAIT_SECONDS (a cold start, every listener
+   down at once, Redis lost): a new epoch, claimed only if the newest epoch is still the one
+   read at the barrier (service/lua/epoch.lua). A claim that finds a newer epoch means someone
+   flushed after this process's LISTEN: it asks again with a new barrier, which that flusher,
+   covered by then, acknowledges. So M x N processes reconnecting at once cause one flush. A
+   flush is O(1): pages of an older epoch are never read again.
+
+The barrier is handled by the consumer itself, in stream order, so the epoch in use changes at
+a well-defined point of the notification stream: everything before it is covered by the
+acknowledging listener (or by the new, empty keyspace), everything after it by this one.
+Covered listeners keep a heartbeat in Redis (service/lua/listeners.lua), so that a process
+with nobody to hand over from does not wait for an acknowledgement.
 """
 
 from __future__ import annotations
@@ -10,11 +32,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import socket
 import time
 
 import asyncpg
 
 from service import metrics
+from service.cache import CacheUnavailable, new_stamp
 from service.pages import CouponPages
 from service.queries import QUERIES
 from service.repository import CouponRepository
@@ -24,6 +49,11 @@ log = logging.getLogger("service.listener")
 CHANNEL = "coupons_invalidate"
 # Payload kinds (sql/migrations/0002_invalidation_triggers.sql) -> the metric's source label.
 SOURCES = {"m": "member", "c": "coupon", "t": "tenant", "*": "truncate"}
+# How long a process waits for a live listener to acknowledge its barrier before it flushes. A
+# covered listener acknowledges within its consumer's lag (milliseconds); waiting is only worth
+# it while the registry says some listener is alive.
+ACK_WAIT_SECONDS = 1.0
+ACK_POLL_SECONDS = 0.01
 
 
 class InvalidationListener:
@@ -38,9 +68,17 @@ class InvalidationListener:
         self.connection: asyncpg.Connection | None = None
         self.consumer: asyncio.Task | None = None
         self.applied = 0
-        self.connects = 0  # successful connect + LISTEN + flush rounds
+        self.connects = 0  # connections (LISTEN) that went on to prove coverage
+        self._connect_counted = False
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{new_stamp()[:8]}"
+        # A registry entry older than this is a listener gone (3 missed heartbeats).
+        self.window_ms = max(1000, int(self.heartbeat * 3000))
         self._progress = asyncio.Condition()
         self._synced: list[str] = []
+        # This process's barriers in flight: token -> resolved once the consumer handled it.
+        self._barriers: dict[str, asyncio.Future[None]] = {}
+        self._wake = asyncio.Event()
+        pages.trust.on_lost.append(self._wake.set)
         # Seconds from notification receipt to its Redis invalidation done (for the README).
         self.latencies: list[float] = []
 
@@ -54,15 +92,9 @@ class InvalidationListener:
         metrics.LISTENER_UP.labels(pid).set(1 if self.pages.trust.listener_ready else 0)
         metrics.CACHE_TRUSTED.labels(pid).set(1 if self.pages.trust.usable else 0)
 
-    async def _flush(self) -> None:
-        # A flush stands in for notifications that may have been missed: its fence must be
-        # past any write they could have carried.
-        await self.repository.refresh_fence()
-        if await self.pages.flush_all():
-            metrics.CACHE_INVALIDATIONS.labels("flush").inc()
-
     async def run(self) -> None:
-        """Connect, listen, flush, then prove the connection alive every heartbeat; forever."""
+        """Connect, listen, prove coverage, then prove the connection alive every heartbeat (and
+        coverage again after any loss); forever."""
         consumer = asyncio.create_task(self._consume(), name="invalidation-consumer")
         self.consumer = consumer
         backoff = 0.05
@@ -70,42 +102,49 @@ class InvalidationListener:
             while True:
                 conn: asyncpg.Connection | None = None
                 lost = asyncio.Event()
+                stopping = False
                 try:
                     conn = await asyncpg.connect(self.dsn, timeout=self.heartbeat * 5)
                     conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                     await conn.add_listener(CHANNEL, self._on_notify)
                     self.connection = conn
+                    self._connect_counted = False
                     self.pages.trust.listener_ready = True
-                    await self._flush()
-                    metrics.LISTENER_CONNECTS.inc()
+                    await self._cover(conn)
                     self._report()
-                    async with self._progress:
-                        self.connects += 1
-                        self._progress.notify_all()
                     backoff = 0.05
                     while not lost.is_set():
+                        self._wake.clear()
+                        waits = {asyncio.ensure_future(lost.wait()),
+                                 asyncio.ensure_future(self._wake.wait())}
                         try:
-                            await asyncio.wait_for(lost.wait(), self.heartbeat)
-                        except TimeoutError:
-                            pass
+                            await asyncio.wait(waits, timeout=self.heartbeat,
+                                               return_when=asyncio.FIRST_COMPLETED)
+                        finally:
+                            for waiting in waits:
+                                waiting.cancel()
                         if lost.is_set():
                             break
                         async with asyncio.timeout(self.heartbeat):
                             await QUERIES.ping(conn)
-                        if self.pages.trust.flush_pending:
-                            await self._flush()
+                        if not self.pages.trust.covered:
+                            await self._cover(conn)
+                        else:
+                            await self._alive()
                         self._report()
                 except asyncio.CancelledError:
+                    stopping = True
                     raise
                 except Exception as exc:
                     log.warning("LISTEN connection lost or unconfirmed: %s", type(exc).__name__)
                 finally:
                     self.pages.trust.listener_ready = False
-                    self.pages.trust.lost("LISTEN connection down")
+                    self.pages.trust.lost("LISTEN connection down", quiet=stopping)
                     self._report()
                     self.connection = None
                     if conn is not None:
                         conn.terminate()
+                await self.leave()  # (not reached when cancelled: the app's cleanup leaves)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
         finally:
@@ -113,19 +152,124 @@ class InvalidationListener:
             # repeated cancel of this task; the app's cleanup makes sure the consumer ends.
             consumer.cancel()
 
+    async def _alive(self) -> None:
+        """This covered listener's heartbeat in the registry."""
+        try:
+            await self.pages.cache.listeners_alive(self.window_ms, alive=self.id)
+        except CacheUnavailable:
+            pass  # the registry only saves others a wait; Redis failing is handled elsewhere
+
+    async def leave(self) -> None:
+        """Out of the registry (at shutdown): nobody waits for this listener's acknowledgement."""
+        try:
+            await self.pages.cache.listeners_alive(self.window_ms, gone=self.id)
+        except CacheUnavailable:
+            pass
+
+    async def _cover(self, conn: asyncpg.Connection) -> None:
+        """Send a barrier and wait until the consumer has handled it (module docstring, 2-4);
+        the trust says whether it proved coverage. Bounded: the heartbeat tries again."""
+        if not self.pages.enabled:
+            # CACHE_ENABLED=false: nothing is cached, nothing can be stale.
+            if self.pages.trust.cover(self.pages.trust.losses) and not self._connect_counted:
+                self._connect_counted = True
+                async with self._progress:
+                    self.connects += 1
+                    self._progress.notify_all()
+            return
+        token = new_stamp()
+        handled = asyncio.get_running_loop().create_future()
+        self._barriers[token] = handled
+        try:
+            await QUERIES.notify_barrier(conn, payload=f"sync:{token}")
+            async with asyncio.timeout(ACK_WAIT_SECONDS + self.heartbeat * 5):
+                await handled
+        except TimeoutError:
+            log.warning("coverage barrier not handled in time; trying again")
+        finally:
+            self._barriers.pop(token, None)
+
+    async def _barrier(self, token: str) -> None:
+        """A barrier reached by the consumer: this process's own (prove coverage), or another's
+        (acknowledge it, if covered)."""
+        trust = self.pages.trust
+        handled = self._barriers.get(token)
+        if handled is None:
+            if trust.usable and self.pages.cache.epoch is not None:
+                await self.pages.cache.acknowledge(token, self.pages.cache.epoch)
+            return
+        try:
+            if not trust.covered:
+                await self._prove(token)
+        finally:
+            if not handled.done():
+                handled.set_result(None)
+
+    async def _prove(self, token: str) -> None:
+        trust = self.pages.trust
+        cache = self.pages.cache
+        losses = trust.losses
+        started = time.perf_counter()
+        try:
+            # The fence of a process that trusts the cache again must be past any write whose
+            # notification it may have missed (service/repository.py).
+            await self.repository.refresh_fence()
+            expected = await cache.current_epoch()
+            epoch = None
+            # (This listener's own entry, from before its loss, goes: it cannot acknowledge.)
+            if await cache.listeners_alive(self.window_ms, gone=self.id) > 0:
+                deadline = time.monotonic() + ACK_WAIT_SECONDS
+                while epoch is None and time.monotonic() < deadline:
+                    epoch = await cache.acknowledgement(token)
+                    if epoch is None:
+                        await asyncio.sleep(ACK_POLL_SECONDS)
+            how = "handover"
+            if epoch is None:
+                epoch, claimed = await cache.claim_epoch(expected)
+                if not claimed:
+                    # Flushed by another process after this one's LISTEN: that process is
+                    # covered now and acknowledges the next barrier, sent at once.
+                    log.info("another process flushed; asking for a handover again")
+                    self._wake.set()
+                    return
+                how = "flush"
+        except (CacheUnavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("coverage not proven (%s); trying again", type(exc).__name__)
+            return
+        self.pages.adopt_epoch(epoch)
+        if trust.cover(losses):
+            metrics.CACHE_COVERAGE.labels(how).inc()
+            if how == "flush":
+                metrics.CACHE_INVALIDATIONS.labels("flush").inc()
+            if not self._connect_counted:  # the first coverage on this connection
+                self._connect_counted = True
+                metrics.LISTENER_CONNECTS.inc()
+                async with self._progress:
+                    self.connects += 1
+                    self._progress.notify_all()
+            await self._alive()
+            log.info("cache trusted: %s", how, extra={"fields": {
+                "epoch": epoch, "ms": round((time.perf_counter() - started) * 1000, 1)}})
+
     async def _consume(self) -> None:
+        trust = self.pages.trust
         while True:
             payload, received = await self.queue.get()
+            losses = trust.losses
             try:
                 await self.apply(payload)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("invalidation %.80r failed: %s", payload, type(exc).__name__)
-                self.pages.trust.lost("an invalidation failed")
+                trust.lost("an invalidation failed")
             else:
                 self.latencies.append(time.perf_counter() - received)
                 del self.latencies[:-10_000]
+            if trust.losses != losses:
+                # Out of the registry at once: when every process lost coverage together (a
+                # TRUNCATE, Redis failing for all), none waits for another's acknowledgement.
+                await self.leave()
             async with self._progress:
                 self.applied += 1
                 self._progress.notify_all()
@@ -136,7 +280,7 @@ class InvalidationListener:
             await self._progress.wait_for(lambda: self.applied >= count)
 
     async def wait_connects(self, count: int) -> None:
-        """Until the listener has (re)connected and flushed `count` times in all."""
+        """Until the listener has (re)connected and proven coverage `count` times in all."""
         async with self._progress:
             await self._progress.wait_for(lambda: self.connects >= count)
 
@@ -168,7 +312,7 @@ class InvalidationListener:
             else:
                 await self.pages.invalidate_members(uniacid, holders)
         elif kind == "w":
-            # A follow changed (sql/migrations/0004): `w:<uniacid>:<json [staff, contact]>`, or
+            # A follow changed (sql/migrations/0005): `w:<uniacid>:<json [staff, contact]>`, or
             # `w:<uniacid>` for a bulk write. Only the in-process mapping depends on it: pages are
             # keyed by member, and a page is reached through the mapping.
             uniacid, _, pair = rest.partition(":")
@@ -178,8 +322,15 @@ class InvalidationListener:
             else:
                 self.pages.forget_contacts(int(uniacid))
         elif kind == "*":
-            await self.pages.flush_all()
+            # Every table may have been emptied: no page of this keyspace may be served again.
+            # Every process receives it and stops trusting; the first to prove coverage again
+            # flushes (a new epoch), the others take it over from it.
+            self.pages.trust.lost("a table was truncated")
         elif kind == "sync":
+            try:
+                await self._barrier(rest)
+            except CacheUnavailable:
+                pass  # an acknowledgement not given: the barrier's owner flushes instead
             self._synced.append(rest)
             del self._synced[:-100]
         else:

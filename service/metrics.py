@@ -56,6 +56,10 @@ CACHE_INVALIDATIONS = Counter(
     "coupons_cache_invalidations_total",
     "Invalidations applied, by source: member, coupon, tenant, truncate (database writes via "
     "NOTIFY), use_api, flush (after a (re)connect or a lost invalidation)", ["source"])
+CACHE_COVERAGE = Counter(
+    "coupons_cache_coverage_total",
+    "Times a worker proved that no invalidation was lost and trusted its cache again: by a "
+    "handover from a live listener, or by a flush (a new epoch)", ["how"])
 CACHE_TRUSTED = Gauge(
     "coupons_cache_trusted",
     "1 when this worker serves from the cache, 0 while it answers from PostgreSQL only",
@@ -87,7 +91,8 @@ LISTENER_UP = Gauge(
     "1 while this worker's LISTEN connection is connected and proven alive", ["pid"],
     multiprocess_mode="liveall")
 LISTENER_CONNECTS = Counter(
-    "coupons_listener_connects_total", "LISTEN (re)connections that completed their flush")
+    "coupons_listener_connects_total",
+    "LISTEN (re)connections that went on to prove coverage (a handover or a flush)")
 LISTENER_NOTIFICATIONS = Counter(
     "coupons_listener_notifications_total", "Invalidation notifications received")
 

@@ -1,8 +1,28 @@
 """Pages of the coupons tab: cache first, one database round trip on a miss, single flight.
 
 Trust: the cache is served only while this process's LISTEN connection is confirmed alive and
-no invalidation may have been lost (a Redis failure during one, a reconnect). Until a full flush
-has succeeded again, every request goes to PostgreSQL and nothing is filled.
+it is covered: no invalidation can have been lost since the listener proved so, by a handover
+from a live listener or by a flush (service/listener.py). A Redis failure during an
+invalidation, a reconnect or a TRUNCATE ends the coverage; until it is proven again, every
+request goes to PostgreSQL and nothing is filled.
+
+Layers, and why each ordering is safe (the rule: no layer is refilled from a copy older than an
+invalidation that the layer has already applied):
+- Redis <- PostgreSQL: a miss reads the member's `gen` stamp and the tenant's token before its
+  query; the fill lands only if `gen` is unchanged, and a hit serves it only while the tenant's
+  token is unchanged. An invalidation replaces the stamp (or the token) after the write
+  committed, so a fill that read the database before the write is refused, or never served.
+- Redis <- a replica: the same, and the replica answers only once it has replayed past the
+  member's fence, stored with the stamp by every invalidation (service/repository.py).
+- local <- Redis: an invalidation is applied to Redis first and to the local layer after it
+  (`invalidate_members`, `invalidate_tenant`). A lookup takes its local stamp before it reads
+  Redis. If its Redis read came before the Redis invalidation, its stamp came before the local
+  one: its fill is refused (or dropped by it); if its read came after, it saw the new state. The
+  other order (local first) let a read between the two refill the local layer from the old Redis
+  copy, which then stayed for the whole local TTL.
+- every process: each has its own LISTEN connection, and applies every invalidation to Redis and
+  then to its own local layer; a process whose listener lags serves its local copy until its own
+  listener catches up (the commit-to-invalidation latency), never longer.
 """
 
 from __future__ import annotations
@@ -49,31 +69,45 @@ class CacheTrust:
 
     def __init__(self) -> None:
         self.listener_ready = False
-        self.flush_pending = True
+        self.covered = False
         self.losses = 0
         self.ready = asyncio.Event()
         self.on_lost: list[Callable[[], None]] = []
 
     @property
     def usable(self) -> bool:
-        return self.listener_ready and not self.flush_pending
+        return self.listener_ready and self.covered
 
-    def lost(self, reason: str) -> None:
-        if not self.flush_pending:
-            log.warning("cache untrusted until the next full flush: %s", reason)
-        self.flush_pending = True
+    def lost(self, reason: str, *, quiet: bool = False) -> None:
+        """An invalidation may have been missed: nothing cached is trusted until coverage is
+        proven again. Every hook runs (the local layer, the contact mappings, the loads in
+        flight are dropped)."""
+        if self.covered and not quiet:
+            log.warning("cache untrusted until coverage is proven again: %s", reason)
+        self.covered = False
         self.losses += 1
         self.ready.clear()
         for hook in self.on_lost:
             hook()
 
-    def flushed(self, losses_before: int) -> None:
-        # A loss while the flush was scanning may concern a key the scan had already passed.
+    def cover(self, losses_before: int) -> bool:
+        """Coverage proven from a point after which no loss may have happened: the cache is
+        trusted again, unless a loss came in the meantime."""
         if self.losses != losses_before:
-            return
-        self.flush_pending = False
+            return False
+        self.covered = True
         if self.listener_ready:
             self.ready.set()
+        return True
+
+
+# The version of what a page's bytes look like for the same rows: the renderer (service/domain.py
+# and `render_body`) and the page statement (sql/queries/coupons.sql). It is part of every cached
+# page's name, with the settings that shape the bytes (RESPONSE_SHAPE, TOTAL_CAP), so that a
+# process of a new version, handed a warm cache by the old one (service/listener.py), never
+# serves a page the old code rendered. tests/test_render_version.py fails when the bytes change
+# and this does not.
+RENDER_VERSION = 2
 
 
 def render_body(page: CouponPage, query: PageQuery, shape: str, tz: ZoneInfo) -> bytes:
@@ -124,7 +158,7 @@ class CouponPages:
     def __init__(self, repository: CouponRepository, cache: PageCache, trust: CacheTrust, *,
                  shape: str, tz: ZoneInfo, ttl_seconds: int, limiter: RateLimiter,
                  contacts: ContactCache, local: LocalCache | None = None,
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, total_cap: int = 0) -> None:
         self.repository = repository
         self.cache = cache
         self.trust = trust
@@ -134,7 +168,11 @@ class CouponPages:
         self.enabled = enabled
         if local is not None:
             trust.on_lost.append(local.clear)
+        trust.on_lost.append(contacts.clear)
+        trust.on_lost.append(self._inflight_clear)
         self.shape = shape
+        # Everything but the query that decides a page's bytes (RENDER_VERSION above).
+        self.variant = f"{shape}:{RENDER_VERSION}.{total_cap}"
         self.tz = tz
         self.ttl = ttl_seconds
         self._inflight: dict[tuple[int, int], dict[str, asyncio.Future[PageResult]]] = {}
@@ -143,7 +181,7 @@ class CouponPages:
 
     def field(self, query: PageQuery) -> str:
         return (f"{query.status}:{query.coupon_type}:{query.page}:{query.pagesize}:"
-                f"{self.shape}")
+                f"{self.variant}")
 
     def local_hit(self, query: PageQuery, field: str, now: int,
                   staff_id: str) -> CachedPage | None:
@@ -207,7 +245,7 @@ class CouponPages:
         # One round trip: the limiter's calls and the page's read in one pipeline.
         def queue(pipe: Any) -> None:
             self.limiter.queue(pipe, checks, now_ms)
-            pipe.hget(self.cache.member_key(*member), field)
+            self.cache.queue_read(pipe, *member, field)
 
         try:
             replies = await self.cache.batch(queue, RateLimiter.load)
@@ -215,10 +253,9 @@ class CouponPages:
             self.limiter.fail_open(str(exc))
             read_failed = True
         else:
-            self.limiter.decide(replies[:-1], checks)
-            raw = replies[-1]
-            cached = None if raw is None else CachedPage.decode(raw)
-            if cached is not None and cached.fresh_at(int(now.timestamp())):
+            self.limiter.decide(replies[:-2], checks)
+            cached = self.cache.page_of(replies[-2:], int(now.timestamp()))
+            if cached is not None:
                 self.stats["hit"] += 1
                 if local is not None:
                     local.put((*member, field), cached, stamp)
@@ -295,13 +332,14 @@ class CouponPages:
         cached = None
         if not read_failed:
             try:
-                cached = await self.cache.get(query.uniacid, query.member_id or 0, field)
+                cached = await self.cache.get(query.uniacid, query.member_id or 0, field,
+                                              int(now.timestamp()))
             except CacheUnavailable:
                 read_failed = True
         if read_failed:
             # A failed read loses no invalidation: answer from PostgreSQL, keep trusting.
             return await self._from_database(query, now, outcome="bypass")
-        if cached is not None and cached.fresh_at(int(now.timestamp())):
+        if cached is not None:
             self.stats["hit"] += 1
             if self.local is not None:
                 self.local.put((query.uniacid, query.member_id or 0, field), cached, stamp)
@@ -332,10 +370,10 @@ class CouponPages:
             for delay in LEASE_POLLS:
                 await asyncio.sleep(delay)
                 try:
-                    cached = await self.cache.get(*member, field)
+                    cached = await self.cache.get(*member, field, int(now.timestamp()))
                 except CacheUnavailable:
                     break
-                if cached is not None and cached.fresh_at(int(now.timestamp())):
+                if cached is not None:
                     return PageResult(cached.body, cached.etag, "coalesced")
         # The member's fence: a replica may answer only once it has replayed past it.
         page = await self.repository.page(query, now, fence=prepared.fence)
@@ -347,7 +385,7 @@ class CouponPages:
         if page.valid_until is not None:
             valid_until = min(valid_until, page.valid_until)
         if valid_until > now_s and self.trust.usable:
-            page_copy = CachedPage(now_s, valid_until, etag, body)
+            page_copy = CachedPage(now_s, valid_until, etag, body, prepared.tenant)
             try:
                 # Whether a timed-out fill landed or not, the stamp check made it safe.
                 stored = await self.cache.fill(*member, field, prepared, page_copy)
@@ -359,58 +397,53 @@ class CouponPages:
                 self.local.put((*member, field), page_copy, stamp)
         return PageResult(body, etag, "miss")
 
-    # Invalidation: local in-flight loads first (new requests must not join a load that read
-    # the database before the write), then Redis. Any failure: the cache is untrusted until a
-    # full flush succeeds.
-    def _drop_inflight(self, uniacid: int, uids: list[int] | None) -> None:
+    # Invalidation. In-flight loads first (new requests must not join a load that read the
+    # database before the write), then Redis, then the local layer: the local layer is filled
+    # from Redis, so it is invalidated after it (module docstring). Any failure: the cache is
+    # untrusted until coverage is proven again.
+    def _drop_inflight(self, uniacid: int, uids: set[int] | None) -> None:
         for key in list(self._inflight):
             if key[0] == uniacid and (uids is None or key[1] in uids):
                 del self._inflight[key]
 
+    def _inflight_clear(self) -> None:
+        self._inflight.clear()
+
     async def invalidate_members(self, uniacid: int, uids: list[int]) -> None:
         self._drop_inflight(uniacid, set(uids))
-        if self.local is not None:
-            for uid in uids:
-                self.local.invalidate_member(uniacid, uid)
-        if not self.enabled:
-            return
         try:
-            await self.cache.invalidate_members(uniacid, uids)
+            if self.enabled:
+                await self.cache.invalidate_members(uniacid, uids)
         except CacheUnavailable:
             self.trust.lost(f"invalidation of {len(uids)} member(s) of tenant {uniacid} failed")
+        finally:
+            # Also when Redis failed (the loss above has emptied the layer anyway) and when the
+            # call was cancelled: the local layer never keeps a page its Redis copy lost.
+            if self.local is not None:
+                for uid in uids:
+                    self.local.invalidate_member(uniacid, uid)
 
     async def invalidate_tenant(self, uniacid: int) -> None:
         self._drop_inflight(uniacid, None)
-        if self.local is not None:
-            self.local.invalidate_tenant(uniacid)
-        if not self.enabled:
-            return
         try:
-            await self.cache.invalidate_tenant(uniacid)
+            if self.enabled:
+                await self.cache.invalidate_tenant(uniacid)
         except CacheUnavailable:
             self.trust.lost(f"invalidation of tenant {uniacid} failed")
+        finally:
+            if self.local is not None:
+                self.local.invalidate_tenant(uniacid)
+
+    def adopt_epoch(self, epoch: str) -> None:
+        """The keyspace this process uses from now on (service/listener.py): the local layer,
+        filled from another keyspace, is emptied when it changes."""
+        if epoch != self.cache.epoch:
+            self.cache.epoch = epoch
+            if self.local is not None:
+                self.local.clear()
 
     def forget_contact(self, key: ContactKey) -> None:
         self.contacts.forget(key)
 
     def forget_contacts(self, uniacid: int) -> None:
         self.contacts.forget_tenant(uniacid)
-
-    async def flush_all(self) -> bool:
-        losses_before = self.trust.losses
-        self._inflight.clear()
-        # Mappings learnt while a notification may have been lost go with the pages.
-        self.contacts.clear()
-        if self.local is not None:
-            self.local.clear()
-        if not self.enabled:
-            self.trust.flushed(losses_before)
-            return True
-        try:
-            count = await self.cache.flush_all()
-        except CacheUnavailable:
-            self.trust.lost("flush failed")
-            return False
-        log.info("cache flushed: %d member hashes", count)
-        self.trust.flushed(losses_before)
-        return not self.trust.flush_pending

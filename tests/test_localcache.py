@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 
@@ -11,7 +12,7 @@ from service.cache import CachedPage
 from service.keys import listener_key, pages_key
 from service.localcache import ENTRY_OVERHEAD, LocalCache
 from tests.conftest import NOW, SERVICE_TOKEN, token_for
-from tests.test_cache import fetch, ids, settle
+from tests.support.pages import fetch, ids, settle
 
 T = int(NOW.timestamp())
 
@@ -183,7 +184,9 @@ async def test_lost_trust_clears_the_local_layer(member, client):
     assert len(pages.local) == 0
     _, headers = await fetch(client, token_for(), coupon_type=0)
     assert headers["X-Cache"] == "bypass"
-    assert await pages.flush_all()
+    # The listener proves coverage again at once (alone here: a flush, a new epoch).
+    async with asyncio.timeout(5):
+        await pages.trust.ready.wait()
     _, headers = await fetch(client, token_for(), coupon_type=0)
     assert headers["X-Cache"] == "miss"
 
@@ -194,3 +197,30 @@ async def test_caches_off_reads_postgresql_every_time(member, make_client, setti
         body, headers = await fetch(client, token_for(), coupon_type=0)
         assert headers["X-Cache"] == "bypass" and ids(body) == [member]
     assert client.app[listener_key] is not None
+
+
+async def test_a_read_inside_an_invalidation_cannot_refill_the_local_layer(member, client, db,
+                                                                           monkeypatch):
+    """The race a black-box test found: the local layer used to be dropped first and Redis
+    invalidated after; a read in between refilled the local layer from the old Redis copy, which
+    then stayed for the local TTL. Here such a read is made certain: it runs inside the Redis
+    invalidation, before Redis applies it. Afterwards no layer may serve the old page."""
+    pages = client.app[pages_key]
+    token = token_for()
+    await fetch(client, token, coupon_type=0)
+    _, headers = await fetch(client, token, coupon_type=0)
+    assert headers["X-Cache"] == "local"
+    seen = []
+    real = pages.cache.invalidate_members
+
+    async def with_a_read_first(uniacid, uids):
+        body, headers = await fetch(client, token, coupon_type=0)  # still the old state
+        seen.append((ids(body), headers["X-Cache"]))
+        await real(uniacid, uids)
+
+    monkeypatch.setattr(pages.cache, "invalidate_members", with_a_read_first)
+    await db.execute("UPDATE yz_member_coupon SET used = 1 WHERE id = $1", member)
+    await settle(client, db)
+    body, headers = await fetch(client, token, coupon_type=0)
+    assert (ids(body), headers["X-Cache"]) == ([], "miss")
+    assert [page for page, _ in seen] == [[member]]  # the read in between saw the old state

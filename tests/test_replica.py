@@ -21,7 +21,7 @@ from service.migrations import migrate
 from service.settings import Settings
 from tests.conftest import SERVICE_TOKEN, Rows, arranging_connection, token_for
 from tests.pg_replica import primary_and_standby, stop_standby
-from tests.test_cache import fetch, ids, settle
+from tests.support.pages import fetch, ids, settle
 
 
 @pytest.fixture
@@ -119,6 +119,29 @@ async def test_a_lagging_replica_never_serves_what_an_invalidation_replaced(
     body, headers = await fetch(client, token_for(), coupon_type=0)
     assert headers["X-Cache"] == "miss" and ids(body) == []
     assert reads("replica", "") == before + 1
+
+
+async def test_a_lagging_replica_never_serves_a_tenant_change(replica_client, primary,
+                                                               standby):
+    """A tenant-wide change replaces the tenant's token with the fence past it: no member's
+    miss is read from a replica that has not replayed the change."""
+    client = replica_client
+    rows = Rows(primary)
+    await rows.tenant(1, transfer=False)
+    await rows.member(1, 1)
+    await rows.member_coupon(await rows.coupon(1, name="A"))
+    await settle(client, primary)
+    await caught_up(primary, standby)
+    body, _ = await fetch(client, token_for(), coupon_type=0)
+    assert body["data"]["set"]["transfer"] is False
+    await standby.execute("SELECT pg_wal_replay_pause()")
+    await primary.execute("UPDATE yz_tenant_setting SET coupon_transfer = true WHERE uniacid = 1")
+    await settle(client, primary)
+    behind = reads("primary", "replica_behind")
+    body, headers = await fetch(client, token_for(), coupon_type=0)
+    assert headers["X-Cache"] == "miss" and body["data"]["set"]["transfer"] is True
+    assert reads("primary", "replica_behind") == behind + 1
+    await standby.execute("SELECT pg_wal_replay_resume()")
 
 
 async def test_a_replica_that_is_down_means_reads_from_the_primary(
