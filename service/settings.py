@@ -84,7 +84,9 @@ class Settings:
     cache_enabled: bool = True           # False: every page from PostgreSQL
     local_cache_enabled: bool = True     # the process-local layer in front of Redis
     local_cache_max_bytes: int = 64 * 1024 * 1024
-    local_cache_ttl_seconds: float = 5.0
+    # A safety bound only: every way an invalidation can be missed ends the coverage and empties
+    # the layer (service/listener.py); README "Local cache" says why 60.
+    local_cache_ttl_seconds: float = 60.0
     # Rate limits (GCRA in Redis) per staff member and per member; 0 turns one off.
     rate_limit_staff_per_minute: int = 600
     rate_limit_staff_burst: int = 60
