@@ -47,6 +47,8 @@ from service.repository import CouponRepository
 log = logging.getLogger("service.listener")
 
 CHANNEL = "coupons_invalidate"
+# The LISTEN connection's name in pg_stat_activity (the pools' is "coupons-sidebar").
+APPLICATION_NAME = "coupons-sidebar-listener"
 # Payload kinds (sql/migrations/0002_invalidation_triggers.sql) -> the metric's source label.
 SOURCES = {"m": "member", "c": "coupon", "t": "tenant", "*": "truncate"}
 # How long a process waits for a live listener to acknowledge its barrier before it flushes. A
@@ -104,7 +106,9 @@ class InvalidationListener:
                 lost = asyncio.Event()
                 stopping = False
                 try:
-                    conn = await asyncpg.connect(self.dsn, timeout=self.heartbeat * 5)
+                    conn = await asyncpg.connect(
+                        self.dsn, timeout=self.heartbeat * 5,
+                        server_settings={"application_name": APPLICATION_NAME})
                     conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                     await conn.add_listener(CHANNEL, self._on_notify)
                     self.connection = conn
