@@ -2,7 +2,7 @@
 # The service image: python -m service <command>, non-root, no compilers, no embedded servers.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# --- build: the pinned runtime dependencies of pyproject.toml in a virtualenv ----------------
+# --- build: the pinned runtime dependencies of pyproject.toml, then the service's own wheel ----
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
@@ -11,15 +11,17 @@ COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
  && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --only-binary=:all: -r requirements.txt
+# The wheel carries service/ with sql/ and config/ (as coupons_sql, coupons_config).
+COPY service ./service
+COPY sql ./sql
+COPY config ./config
+RUN /opt/venv/bin/pip install --no-deps .
 
-# --- runtime: the virtualenv and the source tree (service/ reads sql/ and config/ beside it) ---
+# --- runtime: the virtualenv alone --------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY --chown=root:root service ./service
-COPY --chown=root:root sql ./sql
-COPY --chown=root:root config ./config
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

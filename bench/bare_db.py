@@ -13,8 +13,8 @@ import asyncpg
 from aiohttp import web
 
 from bench.bare import serve
-from service.queries import QUERIES
-from service.repository import warm_connection
+from service.db.queries import QUERIES
+from service.db.repository import warm_connection
 from service.settings import load_settings
 
 

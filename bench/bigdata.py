@@ -22,10 +22,10 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from service.embedded import resolved
-from service.migrations import migrate
-from service.queries import QUERIES
-from service.repository import init_connection
+from service.db.migrations import migrate
+from service.db.queries import QUERIES
+from service.db.repository import init_connection
+from service.runtime.embedded import resolved
 from service.settings import load_settings
 
 UNIACID = 1

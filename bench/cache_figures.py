@@ -24,11 +24,11 @@ import asyncpg
 from aiohttp import web
 
 from service.app import create_app
-from service.auth import issue_token
-from service.demo import load_demo_data
-from service.embedded import resolved
+from service.auth.tokens import issue_token
+from service.db.migrations import migrate
 from service.keys import db_pool_key, listener_key, pages_key
-from service.migrations import migrate
+from service.runtime.demo import load_demo_data
+from service.runtime.embedded import resolved
 from service.settings import load_settings
 
 PATH = "/api/v2/coupons"

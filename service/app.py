@@ -12,15 +12,20 @@ from typing import Any
 import asyncpg
 from aiohttp import web, web_protocol, web_server
 
-from service import metrics, openapi
-from service.api import setup_routes
-from service.auth import TokenVerifier
-from service.cache import CircuitBreaker, PageCache
+from service.auth.tokens import TokenVerifier
+from service.cache.client import connect as connect_redis
+from service.cache.contacts import ContactCache
+from service.cache.listener import InvalidationListener
+from service.cache.local import LocalCache
+from service.cache.redis import CircuitBreaker, PageCache
 from service.clock import Clock, SystemClock
-from service.contacts import ContactCache
-from service.devpages import setup_dev_pages
-from service.edge import SERVER_NAME, TICK_SECONDS, Deadlines, Edge
-from service.errors import HTTP_ERRORS, envelope, internal_error, server_log, styled
+from service.coupons.pages import CacheTrust, CouponPages
+from service.db.repository import CouponRepository, keep_session, warm_connection
+from service.http import openapi
+from service.http.api import setup_routes
+from service.http.devpages import setup_dev_pages
+from service.http.edge import SERVER_NAME, TICK_SECONDS, Deadlines, Edge
+from service.http.errors import HTTP_ERRORS, envelope, internal_error, server_log, styled
 from service.keys import (
     clock_key,
     db_pool_key,
@@ -36,15 +41,11 @@ from service.keys import (
     settings_key,
     verifier_key,
 )
-from service.limits import Rate, RateLimiter
-from service.listener import InvalidationListener
-from service.localcache import LocalCache
-from service.observe import RequestRecorder, member_hash_key
-from service.pages import CacheTrust, CouponPages
-from service.redis_client import connect as connect_redis
-from service.repository import CouponRepository, keep_session, warm_connection
+from service.limits.limiter import Rate, RateLimiter
+from service.observe import metrics
+from service.observe.recorder import RequestRecorder, member_hash_key
+from service.runtime.tasks import setup_ticker, stop_task
 from service.settings import Settings
-from service.tasks import setup_ticker, stop_task
 
 log = logging.getLogger("service.app")
 

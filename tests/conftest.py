@@ -23,11 +23,11 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from service.app import create_app
-from service.auth import issue_token
+from service.auth.tokens import issue_token
 from service.clock import FixedClock
-from service.embedded import embedded_postgres, embedded_redis
-from service.migrations import migrate
-from service.repository import init_connection
+from service.db.migrations import migrate
+from service.db.repository import init_connection
+from service.runtime.embedded import embedded_postgres, embedded_redis
 from service.settings import Settings, load_settings
 
 FIXTURES = aiosql.from_path(Path(__file__).parent / "sql" / "fixtures.sql", "asyncpg")

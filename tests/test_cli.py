@@ -23,9 +23,9 @@ import asyncpg
 import jwt
 import pytest
 
-from service.auth import issue_token
-from service.demo import load_demo_data
-from service.migrations import MIGRATIONS_DIR, migrate
+from service.auth.tokens import issue_token
+from service.db.migrations import MIGRATIONS_DIR, migrate
+from service.runtime.demo import load_demo_data
 from service.settings import Settings
 from tests.conftest import SECRET
 from tests.test_migrations import CONTRACT_COLUMNS, fresh_database_sync

@@ -8,8 +8,8 @@ import dataclasses
 
 import pytest
 
-from service.api import PATH_MALL_ROUTER, PATH_PLUGIN
-from service.contacts import ContactCache
+from service.cache.contacts import ContactCache
+from service.http.api import PATH_MALL_ROUTER, PATH_PLUGIN
 from service.keys import pages_key
 from tests.conftest import token_for
 from tests.helpers import coupons, items_of

@@ -17,9 +17,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from service.domain import TYPE_FILTERS
-from service.queries import QUERIES
-from service.repository import init_connection
+from service.coupons.domain import TYPE_FILTERS
+from service.db.queries import QUERIES
+from service.db.repository import init_connection
 from tests.conftest import NOW, SHANGHAI
 
 PAGES = ((15, 0), (2, 2), (3, 9), (15, 30))  # (limit, offset); the last is past the end

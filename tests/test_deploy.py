@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from service.cli import _parser
+from service.runtime.cli import _parser
 from service.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -183,10 +183,12 @@ def test_dockerfile_command_matches_the_cli_and_the_readme() -> None:
     assert f"127.0.0.1:{args.port}/readyz" in stage["HEALTHCHECK"]
     readme = README.read_text(encoding="utf-8")
     assert "python -m service " + shlex.join(command) in readme
-    # Everything the service reads at run time is in the image.
-    copied = {rest.split()[-2] for word, rest in final_stage() if word == "COPY"
-              and "--from" not in rest}
+    # Everything the service reads at run time is in the image: its wheel, built from service/,
+    # sql/ and config/ (tests/runtime/test_wheel.py checks what a wheel carries).
+    build = instructions()[:len(instructions()) - len(final_stage())]
+    copied = {rest.split()[-2] for word, rest in build if word == "COPY"}
     assert {"service", "sql", "config"} <= copied
+    assert ("RUN", "/opt/venv/bin/pip install --no-deps .") in build
     ignore = (REPO / ".dockerignore").read_text(encoding="utf-8").split()
     assert {"!service/", "!sql/", "!config/", "!pyproject.toml"} <= set(ignore)
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from service.clock import SystemClock
-from service.demo import load_demo_data
+from service.runtime.demo import load_demo_data
 from service.settings import SettingsError, load_settings
 from tests.conftest import SECRET, arranging_connection
 from tests.support.live import live_server

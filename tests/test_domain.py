@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from service.domain import (
+from service.coupons.domain import (
     COUPON_TYPE_NAMES,
     NEVER_EXPIRES,
     SEARCH_LABELS,

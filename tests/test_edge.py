@@ -12,11 +12,11 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from service.api import coupons as coupons_handler
 from service.app import create_app
-from service.edge import TICK_SECONDS, Deadlines, Edge
+from service.http.api import coupons as coupons_handler
+from service.http.edge import TICK_SECONDS, Deadlines, Edge
 from service.keys import recorder_key
-from service.observe import UNMATCHED, RequestRecorder
+from service.observe.recorder import UNMATCHED, RequestRecorder
 from tests.conftest import token_for
 from tests.helpers import check_error, coupons
 from tests.test_cache import fetch, settle

@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 
 from service.app import create_app
-from service.migrations import migrate
-from service.queries import QUERIES
+from service.db.migrations import migrate
+from service.db.queries import QUERIES
 from tests.conftest import NOW, SHANGHAI, token_for
 from tests.helpers import coupons, items_of
 from tests.test_cache import settle

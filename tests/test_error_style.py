@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from service import pages
-from service.api import PATH_MALL_ROUTER, PATH_SHORT, ROUTE_NAME
+from service.coupons import pages
+from service.http.api import PATH_MALL_ROUTER, PATH_SHORT, ROUTE_NAME
 from service.keys import recorder_key
 from tests.conftest import token_for
 from tests.helpers import check_error, check_success

@@ -88,7 +88,7 @@ import orjson
 import pytest
 import uvloop
 
-from service.migrations import migrate
+from service.db.migrations import migrate
 from tests.conftest import SECRET, SERVICE_TOKEN, token_for
 from tests.support.processes import (
     RedisProcess,

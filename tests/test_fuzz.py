@@ -26,8 +26,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from service.clock import FixedClock
-from service.openapi import build_spec
-from service.repository import init_connection
+from service.db.repository import init_connection
+from service.http.openapi import build_spec
 from tests.conftest import FIXTURES, NOW, SERVICE_TOKEN, Rows, token_for
 from tests.support.live import live_server
 

@@ -10,9 +10,9 @@ import logging
 import pytest
 import redis.asyncio as aioredis
 
-from service.errors import ApiError
+from service.http.errors import ApiError
 from service.keys import limiter_key
-from service.limits import Rate, RateLimiter
+from service.limits.limiter import Rate, RateLimiter
 from tests.conftest import token_for
 from tests.helpers import check_error
 from tests.test_cache import own_redis, settle, wait_redis  # noqa: F401 (fixture)
@@ -213,9 +213,9 @@ async def test_redis_down_fails_open_counted_and_logged_once(make_client, settin
 
 def test_refusals_are_counted_by_scope_in_metrics():
     """The 429 of each party shows in coupons_rate_limit_rejections_total{scope}."""
-    from service import metrics
-    from service.errors import ApiError
-    from service.limits import Check, Rate, RateLimiter
+    from service.http.errors import ApiError
+    from service.limits.limiter import Check, Rate, RateLimiter
+    from service.observe import metrics
 
     before_m = metrics.RATE_LIMIT_REJECTIONS.labels("member")._value.get()
     before_s = metrics.RATE_LIMIT_REJECTIONS.labels("staff")._value.get()

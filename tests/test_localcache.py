@@ -8,9 +8,9 @@ import datetime as dt
 
 import pytest
 
-from service.cache import CachedPage
+from service.cache.local import ENTRY_OVERHEAD, LocalCache
+from service.cache.redis import CachedPage
 from service.keys import listener_key, pages_key
-from service.localcache import ENTRY_OVERHEAD, LocalCache
 from tests.conftest import NOW, SERVICE_TOKEN, token_for
 from tests.support.pages import fetch, ids, settle
 

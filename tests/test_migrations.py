@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from service.migrations import MIGRATIONS_DIR, MigrationError, discover, migrate
+from service.db.migrations import MIGRATIONS_DIR, MigrationError, discover, migrate
 
 # The contract's tables and columns ("Tables"): a writer who knows only these must be able to
 # insert, so every other column needs a default (or may be NULL).

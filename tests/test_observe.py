@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 from prometheus_client import REGISTRY
 
-from service import logs
-from service.logs import JsonFormatter
-from service.observe import MAX_PENDING, RequestRecorder, member_hash, member_hash_key
+from service.observe import logs
+from service.observe.logs import JsonFormatter
+from service.observe.recorder import MAX_PENDING, RequestRecorder, member_hash, member_hash_key
 
 ROUTE = "/test/observe"
 KEY = member_hash_key("k" * 40)

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from service.prebuilt import head_of
+from service.hotpath.prebuilt import head_of
 from tests.conftest import token_for
 from tests.test_cache import fetch, settle
 

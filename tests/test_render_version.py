@@ -12,7 +12,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 
-from service.pages import RENDER_VERSION
+from service.coupons.pages import RENDER_VERSION
 from tests.conftest import NOW, SHANGHAI, token_for
 from tests.helpers import PATH_SHORT
 

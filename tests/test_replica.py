@@ -16,8 +16,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from service.app import create_app
+from service.db.migrations import migrate
 from service.keys import read_pool_key
-from service.migrations import migrate
 from service.settings import Settings
 from tests.conftest import SERVICE_TOKEN, Rows, arranging_connection, token_for
 from tests.pg_replica import primary_and_standby, stop_standby

@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
+from service.db.repository import CouponRepository, PageQuery, UseRefused
 from service.keys import db_pool_key, repository_key
-from service.repository import CouponRepository, PageQuery, UseRefused
 from tests.conftest import NOW
 
 # Materialised first: the planner may evaluate pg_terminate_backend before `pid <> own pid`.

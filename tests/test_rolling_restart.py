@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from service.migrations import migrate
+from service.db.migrations import migrate
 from tests.conftest import SECRET, SERVICE_TOKEN, Rows, arranging_connection, token_for
 from tests.support.processes import cli_env, fresh_database, serving
 

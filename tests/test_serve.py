@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.auth import issue_token
+from service.auth.tokens import issue_token
 from tests.conftest import SECRET
 from tests.test_cli import (  # noqa: F401  (fixtures)
     STOP_TIMEOUT,
@@ -363,7 +363,7 @@ def test_rate_limit_counter_is_defined() -> None:
     """The rate limiter increments it; here, that it exists with its label and counts."""
     from prometheus_client import REGISTRY
 
-    from service import metrics
+    from service.observe import metrics
 
     name, labels = "coupons_rate_limit_rejections_total", {"scope": "member"}
     before = REGISTRY.get_sample_value(name, labels) or 0.0

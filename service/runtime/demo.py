@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from service.queries import SQL_DIR
+from service.resources import SQL_DIR
 
 DEMO_SQL = SQL_DIR / "demo" / "demo_data.sql"
 

@@ -21,7 +21,7 @@ import os
 
 import orjson
 
-from service import logs, metrics
+from service.observe import logs, metrics
 
 log = logging.getLogger("service.access")
 

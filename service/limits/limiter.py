@@ -21,20 +21,20 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio.client import Pipeline
 
-from service import metrics
-from service.cache import LUA_DIR
-from service.errors import ApiError
+from service.http.errors import ApiError
+from service.observe import metrics
 
 log = logging.getLogger("service.limits")
 
 LOG_EVERY_SECONDS = 10.0
 # Leases of parties that did not come back are dropped when there are this many.
 MAX_LEASES = 8192
-SCRIPT = (LUA_DIR / "ratelimit.lua").read_text()
+SCRIPT = (Path(__file__).resolve().parent / "ratelimit.lua").read_text()
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import jwt
 from aiohttp import web
 
-from service.errors import ApiError
+from service.http.errors import ApiError
 from service.settings import Settings, load_public_key
 
 HMAC_ALGORITHM = "HS256"

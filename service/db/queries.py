@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import aiosql
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+from service.resources import SQL_DIR
+
 QUERIES = aiosql.from_path(SQL_DIR / "queries", "asyncpg")

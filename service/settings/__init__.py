@@ -11,8 +11,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = PROJECT_ROOT / "config"
+from service.resources import CONFIG_DIR
+
 RESPONSE_SHAPES = ("list", "paginator")
 ERROR_STYLES = ("http", "mall")
 SECRET_FIELDS = frozenset({"auth_jwt_secret", "internal_service_token"})
@@ -216,7 +216,8 @@ class Settings:
     @property
     def data_path(self) -> Path:
         path = Path(self.data_dir)
-        return path if path.is_absolute() else PROJECT_ROOT / path
+        # Relative to where the command runs (`make run`: the checkout).
+        return path if path.is_absolute() else Path.cwd() / path
 
     def masked(self) -> dict[str, Any]:
         """The settings as they may be logged: secrets and URL passwords hidden."""

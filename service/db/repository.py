@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
-from service import metrics
-from service.domain import TYPE_FILTERS
-from service.queries import QUERIES
+from service.coupons.domain import TYPE_FILTERS
+from service.db.queries import QUERIES
+from service.observe import metrics
 
 log = logging.getLogger("service.repository")
 

@@ -16,11 +16,14 @@ from aiohttp.http_exceptions import HttpProcessingError
 from marshmallow import Schema, ValidationError
 from multidict import MultiDictProxy
 
-from service import metrics
-from service.auth import Claims, Principal, TokenVerifier, authenticate_service
+from service.auth.tokens import Claims, Principal, TokenVerifier, authenticate_service
 from service.clock import Clock
-from service.edge import X_REQUEST_ID, Edge
-from service.errors import ApiError
+from service.coupons.pages import CouponPages
+from service.db.repository import PageQuery, UseRefused
+from service.hotpath.prebuilt import PageBytes, head_of, page_headers
+from service.http.edge import X_REQUEST_ID, Edge
+from service.http.errors import ApiError
+from service.http.schemas import COUPONS_SCHEMA, MALL_ROUTER_SCHEMA, first_message
 from service.keys import (
     clock_key,
     draining_key,
@@ -34,10 +37,7 @@ from service.keys import (
     settings_key,
     verifier_key,
 )
-from service.pages import CouponPages
-from service.prebuilt import PageBytes, head_of, page_headers
-from service.repository import PageQuery, UseRefused
-from service.schemas import COUPONS_SCHEMA, MALL_ROUTER_SCHEMA, first_message
+from service.observe import metrics
 
 ROUTE_NAME = (
     "plugin.wechat-chat-sidebar.frontend.controller.customer.customer.couponsOfMemberByStatusV2"

@@ -18,9 +18,9 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from service.api import PATH_MALL_ROUTER, ROUTE_NAME
-from service.auth import issue_token
-from service.edge import Edge
+from service.auth.tokens import issue_token
+from service.http.api import PATH_MALL_ROUTER, ROUTE_NAME
+from service.http.edge import Edge
 from service.keys import clock_key, settings_key
 
 log = logging.getLogger("service.devpages")

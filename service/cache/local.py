@@ -14,7 +14,7 @@ import collections
 import time
 from collections.abc import Callable
 
-from service.cache import CachedPage
+from service.cache.redis import CachedPage
 
 Key = tuple[int, int, str]  # uniacid, uid, field
 # Per-entry bookkeeping (tuple, key, OrderedDict node) on top of the body, measured roughly.

@@ -13,11 +13,12 @@ import time
 from collections.abc import Mapping
 from urllib.parse import urlencode
 
-from service import logs, server
-from service.auth import issue_token
-from service.demo import load_demo_data
-from service.embedded import resolved
-from service.migrations import migrate
+from service.auth.tokens import issue_token
+from service.db.migrations import migrate
+from service.observe import logs
+from service.runtime import server
+from service.runtime.demo import load_demo_data
+from service.runtime.embedded import resolved
 from service.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("service")
@@ -66,7 +67,7 @@ def banner(settings: Settings, host: str, port: int) -> str:
     """What `dev` prints once it accepts connections: where to look, a token, a curl."""
     # Here, not at the top: service.api imports prometheus_client, which must not be imported
     # before `serve` has set the workers' multiprocess directory (service/server.py).
-    from service.api import PATH_MALL_ROUTER, ROUTE_NAME
+    from service.http.api import PATH_MALL_ROUTER, ROUTE_NAME
 
     base = f"http://{host}:{port}"
     token = _token(settings, 1, 1)

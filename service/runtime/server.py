@@ -179,7 +179,7 @@ def _prefork(settings: Settings, host: str, port: int, workers: int,
     # after cancelling them) is stuck: kill it rather than hang the deployment.
     limit = (settings.shutdown_drain_seconds + 2 * settings.shutdown_grace_seconds
              + KILL_MARGIN_SECONDS)
-    from service import metrics
+    from service.observe import metrics
 
     reaped: set[int] = set()
     while any(proc.is_alive() for proc in procs):

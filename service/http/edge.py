@@ -27,10 +27,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from multidict import istr
 
-from service.auth import Principal
-from service.errors import answer_for, log_failure, request_id_of, styled, unavailable
+from service.auth.tokens import Principal
+from service.http.errors import answer_for, log_failure, request_id_of, styled, unavailable
 from service.keys import principal_key, request_id_key
-from service.observe import CANCELLED, UNMATCHED, RequestRecorder
+from service.observe.recorder import CANCELLED, UNMATCHED, RequestRecorder
 
 SERVER_NAME = "coupons"
 # Header names as multidict's case-insensitive strings, made once: a plain str is converted on

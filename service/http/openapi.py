@@ -10,8 +10,8 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields, validate
 
-from service import api
-from service.schemas import CouponsQuerySchema, MallRouterSchema, StrictInt
+from service.http import api
+from service.http.schemas import CouponsQuerySchema, MallRouterSchema, StrictInt
 
 ERROR_STATUSES = {
     400: "A parameter breaks its rule, or the body is not what its content type says",

@@ -36,7 +36,7 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
-from service import metrics
+from service.observe import metrics
 
 log = logging.getLogger("service.cache")
 

@@ -26,7 +26,7 @@ from email.utils import formatdate
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from service.edge import SERVER_NAME
+from service.http.edge import SERVER_NAME
 
 
 @functools.lru_cache(maxsize=4096)

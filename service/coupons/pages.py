@@ -38,13 +38,13 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from service import domain
-from service.cache import CachedPage, CacheUnavailable, PageCache
-from service.contacts import ContactCache, ContactKey
-from service.errors import ApiError
-from service.limits import Check, RateLimiter
-from service.localcache import LocalCache
-from service.repository import CouponPage, CouponRepository, PageQuery
+from service.cache.contacts import ContactCache, ContactKey
+from service.cache.local import LocalCache
+from service.cache.redis import CachedPage, CacheUnavailable, PageCache
+from service.coupons import domain
+from service.db.repository import CouponPage, CouponRepository, PageQuery
+from service.http.errors import ApiError
+from service.limits.limiter import Check, RateLimiter
 
 log = logging.getLogger("service.pages")
 

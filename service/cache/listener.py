@@ -38,11 +38,11 @@ import time
 
 import asyncpg
 
-from service import metrics
-from service.cache import CacheUnavailable, new_stamp
-from service.pages import CouponPages
-from service.queries import QUERIES
-from service.repository import CouponRepository
+from service.cache.redis import CacheUnavailable, new_stamp
+from service.coupons.pages import CouponPages
+from service.db.queries import QUERIES
+from service.db.repository import CouponRepository
+from service.observe import metrics
 
 log = logging.getLogger("service.listener")
 
