@@ -1,6 +1,19 @@
+-- The bench's own statements (python -m bench.bigdata): destructive (TRUNCATE, DROP INDEX,
+-- DISABLE TRIGGER), so never part of the service's query set (service/db/queries.py).
+
+-- name: big_index_definitions()
+-- The member coupons' secondary indexes as the migrations made them: dropped for a bulk COPY
+-- and made again from these definitions afterwards (the DDL is the migrations', written once).
+SELECT indexname, pg_get_indexdef(i.indexrelid) AS definition
+FROM pg_indexes AS x
+JOIN pg_class AS c ON c.relname = x.indexname
+JOIN pg_index AS i ON i.indexrelid = c.oid
+WHERE x.tablename = 'yz_member_coupon' AND NOT i.indisprimary
+ORDER BY indexname;
+
 -- name: big_prepare_load#
 -- Before a bulk COPY: no triggers (the loader computes end_at itself), no secondary indexes to
--- maintain row by row.
+-- maintain row by row (big_index_definitions kept them).
 ALTER TABLE yz_member_coupon DISABLE TRIGGER USER;
 ALTER TABLE yz_member DISABLE TRIGGER USER;
 ALTER TABLE yz_coupon DISABLE TRIGGER USER;
@@ -10,15 +23,8 @@ DROP INDEX IF EXISTS yz_member_coupon_coupon_idx;
 TRUNCATE yz_member_coupon, yz_coupon, yz_member, yz_tenant_setting;
 
 -- name: big_finish_load#
--- After the COPY: the indexes of the migrations again, triggers back, statistics, sequences,
--- and a '*' notification so that every running service flushes its caches.
-CREATE INDEX IF NOT EXISTS yz_member_coupon_member_tab_idx
-    ON yz_member_coupon (uniacid, uid, used, get_time DESC, id DESC) INCLUDE (coupon_id, end_at)
-    WHERE is_member_deleted = 0;
-CREATE INDEX IF NOT EXISTS yz_member_coupon_member_end_idx
-    ON yz_member_coupon (uniacid, uid, end_at)
-    WHERE used = 0 AND is_member_deleted = 0;
-CREATE INDEX IF NOT EXISTS yz_member_coupon_coupon_idx ON yz_member_coupon (coupon_id);
+-- After the COPY (and the indexes made again): triggers back, statistics, sequences, and a '*'
+-- notification so that every running service stops trusting its caches.
 ALTER TABLE yz_member_coupon ENABLE TRIGGER USER;
 ALTER TABLE yz_member ENABLE TRIGGER USER;
 ALTER TABLE yz_coupon ENABLE TRIGGER USER;
