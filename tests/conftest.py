@@ -27,6 +27,7 @@ from service.auth.tokens import issue_token
 from service.clock import FixedClock
 from service.db.migrations import migrate
 from service.db.repository import init_connection
+from service.http.connections import make_test_server
 from service.runtime.embedded import embedded_postgres, embedded_redis
 from service.settings import Settings, load_settings
 
@@ -131,8 +132,8 @@ def make_client(aiohttp_client, db, clock):
 
     async def build(settings: Settings, **kwargs: Any) -> TestClient:
         # As `python -m service serve` runs it: a client that hangs up cancels its handler.
-        return await aiohttp_client(create_app(settings, kwargs.get("clock", clock)),
-                                    server_kwargs={"handler_cancellation": True})
+        app = create_app(settings, kwargs.get("clock", clock))
+        return await aiohttp_client(make_test_server(app, handler_cancellation=True))
 
     return build
 

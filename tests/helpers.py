@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestClient
 
-from service.http.api import PATH_MALL_ROUTER, PATH_PLUGIN, PATH_SHORT, ROUTE_NAME
+from service.http.coupons import PATH_MALL_ROUTER, PATH_PLUGIN, PATH_SHORT, ROUTE_NAME
 
 # The repository's own copy of the seed (docs/seed/): a clone needs nothing beside it.
 SEED_DIR = Path(__file__).resolve().parent.parent / "docs" / "seed"

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from service.app import create_app
-from service.http.api import PATH_MALL_ROUTER, PATH_PLUGIN, PATH_SHORT, ROUTE_NAME
+from service.http.coupons import PATH_MALL_ROUTER, PATH_PLUGIN, PATH_SHORT, ROUTE_NAME
 from service.keys import db_pool_key
 from tests.conftest import NOW, SECRET, token_for
 from tests.helpers import PATHS, check_error, coupons, items_of

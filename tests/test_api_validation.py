@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from service.http.api import PATH_MALL_ROUTER, PATH_PLUGIN, PATH_SHORT
+from service.http.coupons import PATH_MALL_ROUTER, PATH_PLUGIN, PATH_SHORT
 from tests.conftest import SECRET, token_for
 from tests.helpers import check_error, coupons, items_of
 

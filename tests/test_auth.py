@@ -14,7 +14,7 @@ from typing import Any
 import jwt
 import pytest
 
-from service.http.api import PATH_MALL_ROUTER, PATH_PLUGIN, PATH_SHORT, ROUTE_NAME
+from service.http.coupons import PATH_MALL_ROUTER, PATH_PLUGIN, PATH_SHORT, ROUTE_NAME
 from tests.conftest import NOW, SECRET, token_for
 from tests.helpers import coupons, items_of
 from tests.test_cache import settle

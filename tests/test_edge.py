@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 
 from service.app import create_app
-from service.http.api import coupons as coupons_handler
 from service.http.edge import TICK_SECONDS, Deadlines, Edge
+from service.http.health import healthz as coupons_handler
 from service.keys import recorder_key
 from service.observe.recorder import UNMATCHED, RequestRecorder
 from tests.conftest import token_for
@@ -48,7 +48,7 @@ async def test_a_local_hit_is_recorded_like_any_request(rows, client, db, caplog
     assert headers["Server"] == "coupons" and headers["Cache-Control"] == "private, no-cache"
     client.app[recorder_key].flush()
     [line] = [r.fields for r in caplog.records if getattr(r, "request_id", "") == "edge-local-1"]
-    assert (line["route"], line["method"], line["status"], line["cache"], line["tenant"]) == (
+    assert (line["route"], line["method"], line["status"], line["cache"], line["uniacid"]) == (
         "/api/v2/coupons", "GET", 200, "local", 1)
     assert line["duration_ms"] >= 0 and line["member"]
 

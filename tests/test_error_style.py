@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from service.coupons import pages
-from service.http.api import PATH_MALL_ROUTER, PATH_SHORT, ROUTE_NAME
+from service.http.coupons import PATH_MALL_ROUTER, PATH_SHORT, ROUTE_NAME
 from service.keys import recorder_key
 from tests.conftest import token_for
 from tests.helpers import check_error, check_success

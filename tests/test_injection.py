@@ -9,7 +9,7 @@ import json
 import jwt
 import pytest
 
-from service.http.api import PATH_MALL_ROUTER, PATH_SHORT, ROUTE_NAME
+from service.http.coupons import PATH_MALL_ROUTER, PATH_SHORT, ROUTE_NAME
 from tests.conftest import NOW, SECRET, token_for
 from tests.helpers import check_error, items_of
 

@@ -9,10 +9,9 @@ import logging
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
-from service.http.errors import ApiError
-from service.keys import limiter_key
-from service.limits.limiter import Rate, RateLimiter
+from service.limits.limiter import Rate, RateLimited, RateLimiter
 from tests.conftest import token_for
 from tests.helpers import check_error
 from tests.test_cache import own_redis, settle, wait_redis  # noqa: F401 (fixture)
@@ -30,6 +29,10 @@ async def people(rows) -> None:
         await rows.member(uid, 1)
         cid = await rows.coupon(1, name=f"m{uid}")
         await rows.member_coupon(cid, uid=uid)
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def limited(settings, **overrides):
@@ -53,6 +56,7 @@ async def test_member_burst_then_429_then_refill_on_the_clock(make_client, setti
                                                               clock, redis_client):
     await redis_client.flushdb()
     client = await make_client(limited(settings))
+    refused = sample("coupons_rate_limit_rejections_total", scope="member")
     statuses = [(await get(client, token_for(1, 1)))[0] for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
     status, body, headers = await get(client, token_for(1, 1))
@@ -63,7 +67,7 @@ async def test_member_burst_then_429_then_refill_on_the_clock(make_client, setti
     assert (await get(client, token_for(1, 2)))[0] == 200
     clock.advance(1)  # 60/min: one more request per second
     assert [(await get(client, token_for(1, 1)))[0] for _ in range(2)] == [200, 429]
-    assert client.app[limiter_key].refused == 3
+    assert sample("coupons_rate_limit_rejections_total", scope="member") == refused + 3
 
 
 async def test_member_limit_is_shared_by_every_staff_member(make_client, settings, people,
@@ -115,11 +119,12 @@ async def test_keys_expire_when_the_bucket_is_full_again(make_client, settings, 
 async def test_script_flushed_is_reloaded(make_client, settings, people, redis_client):
     await redis_client.flushdb()
     client = await make_client(limited(settings))
+    failed_open = sample("coupons_rate_limit_failed_open_total")
     assert (await get(client, token_for(1, 1)))[0] == 200
     await redis_client.script_flush()
     statuses = [(await get(client, token_for(1, 1)))[0] for _ in range(3)]
     assert statuses == [200, 200, 429]
-    assert client.app[limiter_key].failed_open == 0
+    assert sample("coupons_rate_limit_failed_open_total") == failed_open
 
 
 async def test_leased_hits_skip_the_scripts_then_one_pipeline_renews(
@@ -202,31 +207,33 @@ async def test_redis_down_fails_open_counted_and_logged_once(make_client, settin
     assert (await get(client, token_for(1, 1)))[0] == 200
     assert (await get(client, token_for(1, 1)))[0] == 429
     own_redis.stop()
-    caplog.set_level(logging.WARNING, logger="service.limits")
+    caplog.set_level(logging.WARNING, logger="service.limits.limiter")
+    failed_open = sample("coupons_rate_limit_failed_open_total")
     statuses = [(await get(client, token_for(1, 1)))[0] for _ in range(20)]
     assert statuses == [200] * 20, "a failing Redis never blocks the endpoint"
-    limiter = client.app[limiter_key]
-    assert limiter.failed_open == 20
-    lines = [r for r in caplog.records if r.name == "service.limits"]
+    assert sample("coupons_rate_limit_failed_open_total") == failed_open + 20
+    lines = [r for r in caplog.records if r.name == "service.limits.limiter"]
     assert len(lines) == 1 and "failed open" in lines[0].getMessage()
 
 
 def test_refusals_are_counted_by_scope_in_metrics():
     """The 429 of each party shows in coupons_rate_limit_rejections_total{scope}."""
-    from service.http.errors import ApiError
-    from service.limits.limiter import Check, Rate, RateLimiter
-    from service.observe import metrics
+    from prometheus_client import REGISTRY
 
-    before_m = metrics.RATE_LIMIT_REJECTIONS.labels("member")._value.get()
-    before_s = metrics.RATE_LIMIT_REJECTIONS.labels("staff")._value.get()
+    from service.limits.limiter import Check, Rate, RateLimiter
+
+    def rejections(scope: str) -> float:
+        return REGISTRY.get_sample_value("coupons_rate_limit_rejections_total",
+                                         {"scope": scope}) or 0.0
+
+    before_m, before_s = rejections("member"), rejections("staff")
     checks = [Check("cp:rl:s:{1:staff}", Rate(60, 1)), Check("cp:rl:m:{1:7}", Rate(60, 1))]
-    limiter = RateLimiter.__new__(RateLimiter)
-    limiter.refused = 0
-    with pytest.raises(ApiError) as refused:
+    limiter = RateLimiter(prefix="cp", staff=Rate(60, 1), member=Rate(60, 1))
+    with pytest.raises(RateLimited) as refused:
         limiter.decide([[1, 0], [0, 2500]], checks)
-    assert refused.value.status == 429 and refused.value.headers["Retry-After"] == "3"
-    assert metrics.RATE_LIMIT_REJECTIONS.labels("member")._value.get() == before_m + 1
-    assert metrics.RATE_LIMIT_REJECTIONS.labels("staff")._value.get() == before_s
+    assert refused.value.retry_after == 3
+    assert rejections("member") == before_m + 1
+    assert rejections("staff") == before_s
 
 
 class FakeMonotonic:
@@ -283,9 +290,9 @@ def test_a_lease_of_one_is_a_call_per_request() -> None:
 def test_refused_raises_429_and_leases_nothing() -> None:
     limiter = RateLimiter(prefix="t", staff=Rate(600, 10), member=Rate(60, 10), lease=4)
     checks = limiter.checks(1, "s", 2)
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(RateLimited) as info:
         limiter.decide([[4, 0], [0, 2500]], checks)
-    assert info.value.status == 429 and info.value.headers["Retry-After"] == "3"
+    assert info.value.retry_after == 3
     assert limiter.has_leases([checks[0]]) and not limiter.has_leases([checks[1]])
 
 

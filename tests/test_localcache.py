@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 
 import pytest
+from prometheus_client import REGISTRY
 
 from service.cache.local import ENTRY_OVERHEAD, LocalCache
 from service.cache.redis import CachedPage
@@ -35,10 +36,10 @@ class FakeMonotonic:
 
 def test_put_get_and_clock_bounds():
     cache = LocalCache(10_000, 5.0)
-    assert cache.put((1, 1, "f"), page(), cache.stamp())
+    assert cache.put((1, 1, "f"), page(), cache.seq())
     assert cache.get((1, 1, "f"), T).body == b"x"
     assert cache.get((1, 1, "f"), T - 1) is None, "a clock stepped back sees no future page"
-    assert cache.put((1, 1, "f"), page(), cache.stamp())
+    assert cache.put((1, 1, "f"), page(), cache.seq())
     assert cache.get((1, 1, "f"), T + 60) is None, "valid_until is excluded"
     assert len(cache) == 0 and cache.bytes == 0
 
@@ -46,7 +47,7 @@ def test_put_get_and_clock_bounds():
 def test_safety_ttl_is_monotonic():
     clock = FakeMonotonic()
     cache = LocalCache(10_000, 5.0, monotonic=clock)
-    cache.put((1, 1, "f"), page(), cache.stamp())
+    cache.put((1, 1, "f"), page(), cache.seq())
     clock.now += 4.9
     assert cache.get((1, 1, "f"), T) is not None
     clock.now += 0.2
@@ -55,24 +56,24 @@ def test_safety_ttl_is_monotonic():
 
 def test_fill_started_before_an_invalidation_is_refused():
     cache = LocalCache(10_000, 5.0)
-    stamp = cache.stamp()
+    stamp = cache.seq()
     cache.invalidate_member(1, 1)
     assert not cache.put((1, 1, "f"), page(), stamp)
     assert cache.put((1, 2, "f"), page(), stamp), "another member is not concerned"
-    stamp = cache.stamp()
+    stamp = cache.seq()
     cache.invalidate_tenant(1)
     assert not cache.put((1, 3, "f"), page(), stamp)
     assert cache.put((2, 3, "f"), page(), stamp)
-    stamp = cache.stamp()
+    stamp = cache.seq()
     cache.clear()
     assert not cache.put((3, 3, "f"), page(), stamp)
-    assert cache.put((3, 3, "f"), page(), cache.stamp())
+    assert cache.put((3, 3, "f"), page(), cache.seq())
 
 
 def test_invalidations_drop_entries():
     cache = LocalCache(100_000, 5.0)
     for uniacid, uid, field in ((1, 1, "a"), (1, 1, "b"), (1, 2, "a"), (2, 1, "a")):
-        cache.put((uniacid, uid, field), page(), cache.stamp())
+        cache.put((uniacid, uid, field), page(), cache.seq())
     cache.invalidate_member(1, 1)
     assert cache.get((1, 1, "a"), T) is None and cache.get((1, 1, "b"), T) is None
     assert cache.get((1, 2, "a"), T) is not None
@@ -82,29 +83,34 @@ def test_invalidations_drop_entries():
     assert len(cache) == 0 and cache.bytes == 0
 
 
+def evictions() -> float:
+    return REGISTRY.get_sample_value("coupons_local_cache_evictions_total") or 0.0
+
+
 def test_bounded_in_bytes_lru_out_first():
     body = b"y" * 800
     size = len(body) + ENTRY_OVERHEAD
     cache = LocalCache(size * 3, 5.0)
+    evicted = evictions()
     for n in range(3):
-        cache.put((1, n, "f"), page(body), cache.stamp())
+        cache.put((1, n, "f"), page(body), cache.seq())
     assert cache.get((1, 0, "f"), T) is not None  # now the most recently used
-    cache.put((1, 3, "f"), page(body), cache.stamp())
+    cache.put((1, 3, "f"), page(body), cache.seq())
     assert cache.get((1, 1, "f"), T) is None, "the least recently used went out"
     assert cache.get((1, 0, "f"), T) is not None
-    assert cache.bytes <= size * 3 and cache.evictions == 1
-    assert not cache.put((1, 9, "f"), page(b"z" * size * 4), cache.stamp()), "too big to keep"
+    assert cache.bytes <= size * 3 and evictions() == evicted + 1
+    assert not cache.put((1, 9, "f"), page(b"z" * size * 4), cache.seq()), "too big to keep"
 
 
-def test_forgotten_history_refuses_very_old_stamps():
+def test_forgotten_history_refuses_very_old_lookups():
     clock = FakeMonotonic()
     cache = LocalCache(10_000, 5.0, monotonic=clock)
-    stamp = cache.stamp()
+    stamp = cache.seq()
     cache.invalidate_member(1, 1)
     clock.now += 61
     cache.invalidate_member(2, 2)  # records are pruned on the next invalidation
     assert not cache.put((1, 1, "f"), page(), stamp), "the record is gone: refuse, not guess"
-    assert cache.put((1, 1, "f"), page(), cache.stamp())
+    assert cache.put((1, 1, "f"), page(), cache.seq())
 
 
 # In the app ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 
 from service.clock import SystemClock
-from service.http.api import PATH_MALL_ROUTER, ROUTE_NAME
+from service.http.coupons import PATH_MALL_ROUTER, ROUTE_NAME
 from service.runtime.demo import load_demo_data
 from tests.conftest import token_for
 from tests.helpers import check_error, check_success

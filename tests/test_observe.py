@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from prometheus_client import REGISTRY
 
-from service.observe import logs
+from service.compat import logging as compat_logging
 from service.observe.logs import JsonFormatter
 from service.observe.recorder import MAX_PENDING, RequestRecorder, member_hash, member_hash_key
 
@@ -31,14 +31,14 @@ def json_stream() -> Iterator[io.StringIO]:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
-    saved = (root.handlers[:], root.level, logs._handler)
+    saved = (root.handlers[:], root.level, compat_logging._installed)
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
-    logs._handler = handler
+    compat_logging._installed = handler
     try:
         yield stream
     finally:
-        root.handlers[:], level, logs._handler = saved
+        root.handlers[:], level, compat_logging._installed = saved
         root.setLevel(level)
 
 
@@ -98,12 +98,12 @@ def test_json_lines_match_the_formatter() -> None:
         "service.access", logging.INFO, __file__, 0, "request", (), None,
         extra={"request_id": "rid-1", "fields": {
             "method": "GET", "route": ROUTE, "status": 200, "duration_ms": 1.234,
-            "cache": "local", "tenant": 1, "member": member_hash(KEY, 1, 2)}})
+            "cache": "local", "uniacid": 1, "member": member_hash(KEY, 1, 2)}})
     record.created = wall
     assert first == json.loads(JsonFormatter().format(record))
     assert first["ts"] == "2026-06-15T02:00:00.250+00:00"
     assert list(first) == ["ts", "level", "logger", "msg", "pid", "request_id", "method",
-                           "route", "status", "duration_ms", "cache", "tenant", "member"]
+                           "route", "status", "duration_ms", "cache", "uniacid", "member"]
     assert second["ts"] == "2026-06-15T02:00:01.750+00:00" and "request_id" not in second
     assert second["member"] is None and second["status"] == 404
 

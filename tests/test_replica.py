@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 
 from service.app import create_app
 from service.db.migrations import migrate
+from service.http.connections import make_test_server
 from service.keys import read_pool_key
 from service.settings import Settings
 from tests.conftest import SERVICE_TOKEN, Rows, arranging_connection, token_for
@@ -51,7 +52,7 @@ async def replica_client(aiohttp_client, settings: Settings, pair, clock, primar
     # The Redis layer alone, as in test_cache.py: hits must be Redis hits.
     settings = dataclasses.replace(settings, database_url=pair[0], database_read_url=pair[1],
                                    local_cache_enabled=False)
-    return await aiohttp_client(create_app(settings, clock))
+    return await aiohttp_client(make_test_server(create_app(settings, clock)))
 
 
 def reads(server: str, reason: str) -> float:

@@ -343,7 +343,7 @@ async def test_two_workers_one_metrics_view_and_json_request_logs(
     requests = {line["request_id"]: line for line in lines if line.get("msg") == "request"}
     first = requests["m-0"]
     assert first["route"] == route and first["method"] == "GET" and first["status"] == 200
-    assert first["cache"] == "miss" and first["tenant"] == 1
+    assert first["cache"] == "miss" and first["uniacid"] == 1
     assert isinstance(first["duration_ms"], float) and first["duration_ms"] > 0
     # The member as a keyed hash: stable, 16 hex digits, never the id itself.
     assert len(first["member"]) == 16 and int(first["member"], 16) >= 0

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from service.settings import CONFIG_DIR, Settings, SettingsError, load_settings
+from service.resources import CONFIG_DIR
+from service.settings import Settings, SettingsError, load_settings
 
 STRONG = "s" * 32  # exactly the minimum: 32 bytes
 DEV_SECRET = "dev-only-secret-change-me-0123456789abcdef"
@@ -113,15 +115,22 @@ def test_keyword_overrides_win_over_environment_and_toml(config_dir: Path) -> No
     assert s.redis_url == "redis://override:6379/1"
 
 
-def test_without_any_file_environment_alone_suffices(tmp_path: Path) -> None:
-    s = load_settings(env={"AUTH_JWT_SECRET": STRONG}, config_dir=tmp_path)
+def test_an_empty_config_dir_starts_from_the_shipped_defaults(tmp_path: Path) -> None:
+    env = {"AUTH_JWT_SECRET": STRONG, "APP_ENV": "staging"}  # no staging.toml anywhere
+    s = load_settings(env=env, config_dir=tmp_path)
     assert s.auth_jwt_secret == STRONG
-    assert s == Settings(auth_jwt_secret=STRONG)
+    assert s == load_settings(env=env)
 
 
-def test_without_any_file_or_secret_fails(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="AUTH_JWT_SECRET"):
-        load_settings(env={}, config_dir=tmp_path)
+def test_every_default_is_written_once_in_the_shipped_file() -> None:
+    """config/default.toml gives every setting that cannot be unset its default, and the
+    schema writes none (loading.py refuses a setting no file gives)."""
+    with (CONFIG_DIR / "default.toml").open("rb") as fh:
+        shipped = tomllib.load(fh)
+    for field in dataclasses.fields(Settings):
+        assert field.default is dataclasses.MISSING, field.name
+        if field.name != "app_env" and str(field.type) != "str | None":
+            assert field.name in shipped, field.name
 
 
 # --- types ----------------------------------------------------------------------------------------

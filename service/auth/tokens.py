@@ -22,14 +22,21 @@ from typing import Any
 import jwt
 from aiohttp import web
 
-from service.http.errors import ApiError
-from service.settings import Settings, load_public_key
+from service.auth.keys import load_public_key
+from service.settings import Settings
 
 HMAC_ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["exp", "sub", "uniacid"]
 # A staff id ends up in rate-limit keys and SQL parameters: bounded like WeCom's userids (64).
 MAX_SUB_CHARS = 128
-_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="coupons"'}
+
+
+class Unauthorized(Exception):
+    """No valid token: `msg` says why, in the caller's words (401, service/http/errors.py)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg)
+        self.msg = msg
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -43,15 +50,11 @@ class Principal:
 Claims = tuple[Principal, float, float, float]
 
 
-def _unauthorized(msg: str) -> ApiError:
-    return ApiError(401, msg, {"authorization": [msg]}, _CHALLENGE)
-
-
 def _positive_int(claims: Mapping[str, Any], name: str, limit: int) -> int:
     value = claims.get(name)
     # bool is an int in Python; a token saying `"uniacid": true` is malformed, not tenant 1.
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < limit:
-        raise _unauthorized("身份令牌无效")
+        raise Unauthorized("身份令牌无效")
     return value
 
 
@@ -90,9 +93,9 @@ class TokenVerifier:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if not header:
-            raise _unauthorized("缺少身份令牌，请在 Authorization 头中携带 Bearer 令牌")
+            raise Unauthorized("缺少身份令牌，请在 Authorization 头中携带 Bearer 令牌")
         if scheme.lower() != "bearer" or not token.strip():
-            raise _unauthorized("身份令牌格式不正确，应为 Authorization: Bearer <令牌>")
+            raise Unauthorized("身份令牌格式不正确，应为 Authorization: Bearer <令牌>")
         return self._decode(token.strip())
 
     def check(self, claims: Claims, now: int) -> Principal:
@@ -101,9 +104,9 @@ class TokenVerifier:
         leeway = self.leeway
         # A token from the future (beyond the skew allowed) is refused, not trusted for longer.
         if nbf > now + leeway or iat > now + leeway:
-            raise _unauthorized("身份令牌无效")
+            raise Unauthorized("身份令牌无效")
         if exp + leeway <= now:
-            raise _unauthorized("身份令牌已过期")
+            raise Unauthorized("身份令牌已过期")
         return principal
 
     def _decode_uncached(self, token: str) -> Claims:
@@ -114,7 +117,7 @@ class TokenVerifier:
             algorithm = jwt.get_unverified_header(token).get("alg")
             key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
             if key is None:
-                raise _unauthorized("身份令牌无效")
+                raise Unauthorized("身份令牌无效")
             claims = jwt.decode(
                 token,
                 key,
@@ -123,13 +126,13 @@ class TokenVerifier:
                          "verify_iat": False, "verify_aud": False, "verify_iss": False},
             )
         except jwt.PyJWTError:
-            raise _unauthorized("身份令牌无效") from None
+            raise Unauthorized("身份令牌无效") from None
         exp, nbf, iat = claims.get("exp"), claims.get("nbf", 0), claims.get("iat", 0)
         if not _number(exp) or not _number(nbf) or not _number(iat):
-            raise _unauthorized("身份令牌无效")
+            raise Unauthorized("身份令牌无效")
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_CHARS:
-            raise _unauthorized("身份令牌无效")
+            raise Unauthorized("身份令牌无效")
         member_id = None
         if "member_id" in claims:
             member_id = _positive_int(claims, "member_id", 2**63)
@@ -146,7 +149,7 @@ def authenticate_service(request: web.Request, token: str) -> None:
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     if (not token or scheme.lower() != "bearer"
             or not hmac.compare_digest(presented.strip().encode(), token.encode())):
-        raise _unauthorized("服务令牌无效")
+        raise Unauthorized("服务令牌无效")
 
 
 def issue_token(secret: str, uniacid: int, member_id: int | None, staff_id: str,

@@ -28,15 +28,15 @@ class ContactCache:
         return len(self._map)
 
     def get(self, key: ContactKey) -> int | None:
-        uid = self._map.get(key)
-        if uid is not None:
+        member_id = self._map.get(key)
+        if member_id is not None:
             self._map.move_to_end(key)
-        return uid
+        return member_id
 
-    def put(self, key: ContactKey, uid: int, generation: int) -> bool:
+    def put(self, key: ContactKey, member_id: int, generation: int) -> bool:
         if generation != self.generation:
             return False
-        self._map[key] = uid
+        self._map[key] = member_id
         self._map.move_to_end(key)
         while len(self._map) > self.max_entries:
             self._map.popitem(last=False)

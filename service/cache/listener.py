@@ -44,7 +44,7 @@ from service.db.queries import QUERIES
 from service.db.repository import CouponRepository
 from service.observe import metrics
 
-log = logging.getLogger("service.listener")
+log = logging.getLogger(__name__)
 
 CHANNEL = "coupons_invalidate"
 # The LISTEN connection's name in pg_stat_activity (the pools' is "coupons-sidebar").
@@ -66,11 +66,9 @@ class InvalidationListener:
         self.repository = repository
         self.heartbeat = heartbeat
         self.holders_max = holders_max
-        self.queue: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.connection: asyncpg.Connection | None = None
         self.consumer: asyncio.Task | None = None
-        self.applied = 0
-        self.connects = 0  # connections (LISTEN) that went on to prove coverage
         self._connect_counted = False
         self.id = f"{socket.gethostname()}:{os.getpid()}:{new_stamp()[:8]}"
         # A registry entry older than this is a listener gone (3 missed heartbeats).
@@ -81,12 +79,10 @@ class InvalidationListener:
         self._barriers: dict[str, asyncio.Future[None]] = {}
         self._wake = asyncio.Event()
         pages.trust.on_lost.append(self._wake.set)
-        # Seconds from notification receipt to its Redis invalidation done (for the README).
-        self.latencies: list[float] = []
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         metrics.LISTENER_NOTIFICATIONS.inc()
-        self.queue.put_nowait((payload, time.perf_counter()))
+        self.queue.put_nowait(payload)
 
     def _report(self) -> None:
         """This worker's listener and cache state, for /metrics (every heartbeat and change)."""
@@ -177,9 +173,7 @@ class InvalidationListener:
             # CACHE_ENABLED=false: nothing is cached, nothing can be stale.
             if self.pages.trust.cover(self.pages.trust.losses) and not self._connect_counted:
                 self._connect_counted = True
-                async with self._progress:
-                    self.connects += 1
-                    self._progress.notify_all()
+                metrics.LISTENER_CONNECTS.inc()
             return
         token = new_stamp()
         handled = asyncio.get_running_loop().create_future()
@@ -248,9 +242,6 @@ class InvalidationListener:
             if not self._connect_counted:  # the first coverage on this connection
                 self._connect_counted = True
                 metrics.LISTENER_CONNECTS.inc()
-                async with self._progress:
-                    self.connects += 1
-                    self._progress.notify_all()
             await self._alive()
             log.info("cache trusted: %s", how, extra={"fields": {
                 "epoch": epoch, "ms": round((time.perf_counter() - started) * 1000, 1)}})
@@ -258,7 +249,7 @@ class InvalidationListener:
     async def _consume(self) -> None:
         trust = self.pages.trust
         while True:
-            payload, received = await self.queue.get()
+            payload = await self.queue.get()
             losses = trust.losses
             try:
                 await self.apply(payload)
@@ -267,31 +258,17 @@ class InvalidationListener:
             except Exception as exc:
                 log.warning("invalidation %.80r failed: %s", payload, type(exc).__name__)
                 trust.lost("an invalidation failed")
-            else:
-                self.latencies.append(time.perf_counter() - received)
-                del self.latencies[:-10_000]
             if trust.losses != losses:
                 # Out of the registry at once: when every process lost coverage together (a
                 # TRUNCATE, Redis failing for all), none waits for another's acknowledgement.
                 await self.leave()
-            async with self._progress:
-                self.applied += 1
-                self._progress.notify_all()
-
-    async def wait_applied(self, count: int) -> None:
-        """Until `count` notifications have been handled (tests and benchmarks wait on it)."""
-        async with self._progress:
-            await self._progress.wait_for(lambda: self.applied >= count)
-
-    async def wait_connects(self, count: int) -> None:
-        """Until the listener has (re)connected and proven coverage `count` times in all."""
-        async with self._progress:
-            await self._progress.wait_for(lambda: self.connects >= count)
 
     async def wait_synced(self, token: str) -> None:
-        """Until the barrier `NOTIFY coupons_invalidate, 'sync:<token>'` has been handled: every
-        notification committed before it has then been applied (one connection delivers them
-        in commit order, and they are applied in order)."""
+        """The documented seam of the barriers: until `NOTIFY coupons_invalidate,
+        'sync:<token>'`, sent by anyone, has been handled here. Every notification committed
+        before it has then been applied by this process (one connection delivers them in commit
+        order, and they are applied in order). Coverage uses the same barriers; the tests and
+        the benchmarks use this to wait for a write's invalidation without sleeping."""
         async with self._progress:
             await self._progress.wait_for(lambda: token in self._synced)
 
@@ -304,8 +281,8 @@ class InvalidationListener:
             await self.repository.refresh_fence()
             metrics.CACHE_INVALIDATIONS.labels(source).inc()
         if kind == "m":
-            uniacid, uid = (int(x) for x in rest.split(":"))
-            await self.pages.invalidate_members(uniacid, [uid])
+            uniacid, member_id = (int(x) for x in rest.split(":"))
+            await self.pages.invalidate_members(uniacid, [member_id])
         elif kind == "t":
             await self.pages.invalidate_tenant(int(rest))
         elif kind == "c":
@@ -335,7 +312,9 @@ class InvalidationListener:
                 await self._barrier(rest)
             except CacheUnavailable:
                 pass  # an acknowledgement not given: the barrier's owner flushes instead
-            self._synced.append(rest)
-            del self._synced[:-100]
+            async with self._progress:
+                self._synced.append(rest)
+                del self._synced[:-100]
+                self._progress.notify_all()
         else:
             log.warning("unknown invalidation payload %.80r", payload)

@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable
 
 from service.cache.redis import CachedPage
+from service.observe import metrics
 
-Key = tuple[int, int, str]  # uniacid, uid, field
+Key = tuple[int, int, str]  # uniacid, member_id, field
 # Per-entry bookkeeping (tuple, key, OrderedDict node) on top of the body, measured roughly.
 ENTRY_OVERHEAD = 200
 # Invalidation records older than this are forgotten; a lookup that started before the oldest
@@ -40,13 +41,13 @@ class LocalCache:
         self._members: dict[tuple[int, int], int] = {}
         self._tenants: dict[int, int] = {}
         self._history: collections.deque[tuple[float, int, object]] = collections.deque()
-        self.evictions = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def stamp(self) -> int:
-        """Taken before a lookup (Redis read or query); `put` needs it."""
+    def seq(self) -> int:
+        """The invalidation sequence number, taken before a lookup (a Redis read or a query):
+        `put` refuses the page if an invalidation concerning it came after."""
         return self._seq
 
     def get(self, key: Key, now: int) -> CachedPage | None:
@@ -60,11 +61,11 @@ class LocalCache:
         self._entries.move_to_end(key)
         return page
 
-    def put(self, key: Key, page: CachedPage, stamp: int) -> bool:
-        """Store unless an invalidation that concerns `key` happened after `stamp`."""
+    def put(self, key: Key, page: CachedPage, seq: int) -> bool:
+        """Store unless an invalidation that concerns `key` happened after `seq`."""
         member = (key[0], key[1])
-        if (stamp < self._floor or self._all > stamp or self._members.get(member, -1) > stamp
-                or self._tenants.get(key[0], -1) > stamp):
+        if (seq < self._floor or self._all > seq or self._members.get(member, -1) > seq
+                or self._tenants.get(key[0], -1) > seq):
             return False
         size = len(page.body) + ENTRY_OVERHEAD
         if size > self.max_bytes:
@@ -76,14 +77,14 @@ class LocalCache:
         self.bytes += size
         while self.bytes > self.max_bytes:
             self._drop(next(iter(self._entries)))
-            self.evictions += 1
+            metrics.LOCAL_CACHE_EVICTIONS.inc()
         return True
 
-    def invalidate_member(self, uniacid: int, uid: int) -> None:
-        member = (uniacid, uid)
+    def invalidate_member(self, uniacid: int, member_id: int) -> None:
+        member = (uniacid, member_id)
         self._members[member] = self._record(member)
         for field in list(self._fields.get(member, ())):
-            self._drop((uniacid, uid, field))
+            self._drop((uniacid, member_id, field))
 
     def invalidate_tenant(self, uniacid: int) -> None:
         self._tenants[uniacid] = self._record(uniacid)

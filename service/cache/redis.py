@@ -1,6 +1,6 @@
 """The per-member page cache in Redis: final response bytes, one round trip on a hit.
 
-Layout (README "The cache"): one hash per member, `<prefix>:<epoch>:{<uniacid>:<uid>}`, whose
+Layout (README "The cache"): one hash per member, `<prefix>:<epoch>:{<uniacid>:<member_id>}`, whose
 fields are the member's cached pages (`<status>:<coupon_type>:<page>:<pagesize>:<shape>`) plus
 `gen`, a stamp that every invalidation of the member replaces with a fresh random value. A page
 value is `<valid_from: 10 digits><valid_until: 10 digits><etag: 16 hex><tenant token: 16 hex>
@@ -38,7 +38,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from service.observe import metrics
 
-log = logging.getLogger("service.cache")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 LUA_DIR = Path(__file__).resolve().parent / "lua"
@@ -167,11 +167,11 @@ class PageCache:
         self._listeners = client.register_script((LUA_DIR / "listeners.lua").read_text())
 
     # Keys ------------------------------------------------------------------------------------
-    def member_key(self, uniacid: int, uid: int, epoch: str | None = None) -> str:
-        return f"{self.prefix}:{epoch or self.epoch}:{{{uniacid}:{uid}}}"
+    def member_key(self, uniacid: int, member_id: int, epoch: str | None = None) -> str:
+        return f"{self.prefix}:{epoch or self.epoch}:{{{uniacid}:{member_id}}}"
 
-    def lease_key(self, uniacid: int, uid: int, field: str, epoch: str | None = None) -> str:
-        return f"{self.prefix}:{epoch or self.epoch}:{{{uniacid}:{uid}}}:lease:{field}"
+    def lease_key(self, uniacid: int, member_id: int, field: str, epoch: str | None = None) -> str:
+        return f"{self.prefix}:{epoch or self.epoch}:{{{uniacid}:{member_id}}}:lease:{field}"
 
     def tenant_key(self, uniacid: int) -> str:
         return f"{self.prefix}:tg:{{{uniacid}}}"
@@ -239,9 +239,9 @@ class PageCache:
 
         return await self._call(run)
 
-    def queue_read(self, pipe: Pipeline, uniacid: int, uid: int, field: str) -> None:
+    def queue_read(self, pipe: Pipeline, uniacid: int, member_id: int, field: str) -> None:
         """A page's read, two replies (`page_of` decodes them): the page, the tenant's token."""
-        pipe.hget(self.member_key(uniacid, uid), field)
+        pipe.hget(self.member_key(uniacid, member_id), field)
         pipe.get(self.tenant_key(uniacid))
 
     @staticmethod
@@ -251,17 +251,18 @@ class PageCache:
         page = None if raw is None else CachedPage.decode(raw)
         return page if page is not None and page.valid(now, tenant) else None
 
-    async def get(self, uniacid: int, uid: int, field: str, now: int) -> CachedPage | None:
+    async def get(self, uniacid: int, member_id: int, field: str, now: int) -> CachedPage | None:
         """The page, if one may be served at `now` (the clock and the tenant's token)."""
-        replies = await self.batch(lambda pipe: self.queue_read(pipe, uniacid, uid, field))
+        replies = await self.batch(lambda pipe: self.queue_read(pipe, uniacid, member_id, field))
         return self.page_of(replies, now)
 
-    async def prepare(self, uniacid: int, uid: int, field: str) -> Prepared:
+    async def prepare(self, uniacid: int, member_id: int, field: str) -> Prepared:
         epoch = self.epoch
         if epoch is None:
             raise CacheUnavailable("no epoch")
         token = new_stamp()
-        keys = [self.member_key(uniacid, uid, epoch), self.lease_key(uniacid, uid, field, epoch)]
+        keys = [self.member_key(uniacid, member_id, epoch),
+                self.lease_key(uniacid, member_id, field, epoch)]
         args = [new_stamp(), token, self.lease_ms, self.ttl_ms, self.fence()]
         tenant_keys = [self.tenant_key(uniacid)]
         tenant_args = [new_stamp(), self.ttl_ms * 2, self.fence()]
@@ -288,25 +289,25 @@ class PageCache:
                         fence=max(int(fence), int(tenant_fence or 0)), tenant=token_part,
                         epoch=epoch)
 
-    async def fill(self, uniacid: int, uid: int, field: str, prepared: Prepared,
+    async def fill(self, uniacid: int, member_id: int, field: str, prepared: Prepared,
                    page: CachedPage) -> bool:
         """True when stored; False when an invalidation came first (a stale fill refused). The
         page goes to the keyspace it was prepared in, whatever this process uses by now."""
         epoch = prepared.epoch
         page = dataclasses.replace(page, tenant=prepared.tenant)
         stored = await self._call(lambda: self._fill(
-            keys=[self.member_key(uniacid, uid, epoch),
-                  self.lease_key(uniacid, uid, field, epoch)],
+            keys=[self.member_key(uniacid, member_id, epoch),
+                  self.lease_key(uniacid, member_id, field, epoch)],
             args=[prepared.stamp, field, page.encode(), self.ttl_ms, prepared.lease_token],
         ))
         metrics.CACHE_FILLS.labels("stored" if stored else "stale_refused").inc()
         return bool(stored)
 
     # Invalidation ----------------------------------------------------------------------------
-    async def invalidate_members(self, uniacid: int, uids: Iterable[int]) -> None:
+    async def invalidate_members(self, uniacid: int, member_ids: Iterable[int]) -> None:
         if self.epoch is None:
             return  # no keyspace read yet: nothing of ours to invalidate
-        keys = [self.member_key(uniacid, uid) for uid in uids]
+        keys = [self.member_key(uniacid, member_id) for member_id in member_ids]
         for start in range(0, len(keys), 500):
             await self._invalidate_keys(keys[start:start + 500])
 

@@ -1,10 +1,7 @@
 """Pages of the coupons tab: cache first, one database round trip on a miss, single flight.
 
-Trust: the cache is served only while this process's LISTEN connection is confirmed alive and
-it is covered: no invalidation can have been lost since the listener proved so, by a handover
-from a live listener or by a flush (service/listener.py). A Redis failure during an
-invalidation, a reconnect or a TRUNCATE ends the coverage; until it is proven again, every
-request goes to PostgreSQL and nothing is filled.
+The cache is used only while it is trusted (service/cache/trust.py); docs/cache.md has the
+whole design.
 
 Layers, and why each ordering is safe (the rule: no layer is refilled from a copy older than an
 invalidation that the layer has already applied):
@@ -13,13 +10,13 @@ invalidation that the layer has already applied):
   token is unchanged. An invalidation replaces the stamp (or the token) after the write
   committed, so a fill that read the database before the write is refused, or never served.
 - Redis <- a replica: the same, and the replica answers only once it has replayed past the
-  member's fence, stored with the stamp by every invalidation (service/repository.py).
+  member's fence, stored with the stamp by every invalidation (service/db/repository.py).
 - local <- Redis: an invalidation is applied to Redis first and to the local layer after it
-  (`invalidate_members`, `invalidate_tenant`). A lookup takes its local stamp before it reads
-  Redis. If its Redis read came before the Redis invalidation, its stamp came before the local
-  one: its fill is refused (or dropped by it); if its read came after, it saw the new state. The
-  other order (local first) let a read between the two refill the local layer from the old Redis
-  copy, which then stayed for the whole local TTL.
+  (`invalidate_members`, `invalidate_tenant`). A lookup takes the local layer's sequence number
+  before it reads Redis. If its Redis read came before the Redis invalidation, its number came
+  before the local invalidation's: its fill is refused (or dropped by it); if its read came
+  after, it saw the new state. The other order (local first) let a read between the two refill
+  the local layer from the old Redis copy, which then stayed for the whole local TTL.
 - every process: each has its own LISTEN connection, and applies every invalidation to Redis and
   then to its own local layer; a process whose listener lags serves its local copy until its own
   listener catches up (the commit-to-invalidation latency), never longer.
@@ -30,23 +27,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import hashlib
 import logging
-from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
-
-import orjson
 
 from service.cache.contacts import ContactCache, ContactKey
 from service.cache.local import LocalCache
 from service.cache.redis import CachedPage, CacheUnavailable, PageCache
-from service.coupons import domain
-from service.db.repository import CouponPage, CouponRepository, PageQuery
-from service.http.errors import ApiError
+from service.cache.trust import CacheTrust
+from service.coupons.errors import NotFollowing
+from service.coupons.render import RENDER_VERSION, check_member, etag_of, render_body
+from service.db.repository import CouponRepository, PageQuery
 from service.limits.limiter import Check, RateLimiter
 
-log = logging.getLogger("service.pages")
+log = logging.getLogger(__name__)
 
 # A cross-process lease holder usually fills within a query's time; poll a few times, then read
 # the database anyway (a lease is an optimisation, never a wait on a dead peer).
@@ -62,93 +56,6 @@ class PageResult:
 
 class LeaderGone(Exception):
     """The request doing a lookup for others was cancelled: the others look it up again."""
-
-
-class CacheTrust:
-    """Whether the cache may be used now; see the module docstring."""
-
-    def __init__(self) -> None:
-        self.listener_ready = False
-        self.covered = False
-        self.losses = 0
-        self.ready = asyncio.Event()
-        self.on_lost: list[Callable[[], None]] = []
-
-    @property
-    def usable(self) -> bool:
-        return self.listener_ready and self.covered
-
-    def lost(self, reason: str, *, quiet: bool = False) -> None:
-        """An invalidation may have been missed: nothing cached is trusted until coverage is
-        proven again. Every hook runs (the local layer, the contact mappings, the loads in
-        flight are dropped)."""
-        if self.covered and not quiet:
-            log.warning("cache untrusted until coverage is proven again: %s", reason)
-        self.covered = False
-        self.losses += 1
-        self.ready.clear()
-        for hook in self.on_lost:
-            hook()
-
-    def cover(self, losses_before: int) -> bool:
-        """Coverage proven from a point after which no loss may have happened: the cache is
-        trusted again, unless a loss came in the meantime."""
-        if self.losses != losses_before:
-            return False
-        self.covered = True
-        if self.listener_ready:
-            self.ready.set()
-        return True
-
-
-# The version of what a page's bytes look like for the same rows: the renderer (service/domain.py
-# and `render_body`) and the page statement (sql/queries/coupons.sql). It is part of every cached
-# page's name, with the settings that shape the bytes (RESPONSE_SHAPE, TOTAL_CAP), so that a
-# process of a new version, handed a warm cache by the old one (service/listener.py), never
-# serves a page the old code rendered. tests/test_render_version.py fails when the bytes change
-# and this does not.
-RENDER_VERSION = 2
-
-
-def render_body(page: CouponPage, query: PageQuery, shape: str, tz: ZoneInfo) -> bytes:
-    items = [domain.render_coupon(row, tz, page.store_plugin) for row in page.rows]
-    last = domain.last_page(page.total, query.pagesize)
-    data: dict[str, Any] = {"set": {"transfer": page.coupon_transfer}}
-    if shape == "paginator":
-        offset = (query.page - 1) * query.pagesize
-        data["data"] = {
-            "current_page": query.page,
-            "data": items,
-            "per_page": query.pagesize,
-            "total": page.total,
-            "last_page": last,
-            "from": offset + 1 if items else None,
-            "to": offset + len(items) if items else None,
-        }
-        data["search_array"] = domain.search_array(query.status)
-    else:
-        data["data"] = items
-        data["search_array"] = domain.search_array(query.status)
-        data.update(current_page=query.page, per_page=query.pagesize, total=page.total,
-                    last_page=last)
-    return orjson.dumps({"result": 1, "msg": "", "data": data})
-
-
-def etag_of(body: bytes) -> str:
-    return hashlib.blake2b(body, digest_size=8).hexdigest()
-
-
-def check_member(page: CouponPage, uniacid: int) -> None:
-    if page.member_uniacid is None:
-        raise ApiError(404, "会员不存在", {"member_id": ["会员不存在"]})
-    if page.member_uniacid != uniacid:
-        msg = "该会员不属于当前商户"
-        raise ApiError(403, msg, {"member_id": [msg]})
-
-
-def not_following() -> ApiError:
-    msg = "参数 user_id 不是当前员工的外部联系人"
-    return ApiError(403, msg, {"user_id": [msg]})
 
 
 class CouponPages:
@@ -171,56 +78,59 @@ class CouponPages:
         trust.on_lost.append(contacts.clear)
         trust.on_lost.append(self._inflight_clear)
         self.shape = shape
-        # Everything but the query that decides a page's bytes (RENDER_VERSION above).
+        # Everything but the query that decides a page's bytes (service/coupons/render.py).
         self.variant = f"{shape}:{RENDER_VERSION}.{total_cap}"
         self.tz = tz
         self.ttl = ttl_seconds
         self._inflight: dict[tuple[int, int], dict[str, asyncio.Future[PageResult]]] = {}
-        self.stats = {"local": 0, "hit": 0, "miss": 0, "coalesced": 0, "bypass": 0,
-                      "stale_fill_refused": 0, "fills": 0}
 
     def field(self, query: PageQuery) -> str:
         return (f"{query.status}:{query.coupon_type}:{query.page}:{query.pagesize}:"
                 f"{self.variant}")
 
-    def local_hit(self, query: PageQuery, field: str, now: int,
-                  staff_id: str) -> CachedPage | None:
-        """This process's copy of the page when nothing has to be awaited first: caching on and
-        trusted, a staff token's contact already known, the rate limits admitted by this
-        process's leased allowances. Exactly what `get` would answer (it serves this layer
-        first too), without a coroutine."""
+    def local_page(self, uniacid: int, member_id: int, field: str,
+                   now: int) -> CachedPage | None:
+        """This process's copy of a page, when the cache may be used: the one lookup of the local
+        layer, for `local_hit` and for `get`."""
         local = self.local
         if local is None or not self.enabled or not self.trust.usable:
             return None
-        uid = query.member_id
-        if uid is None:
-            uid = self.contacts.get((query.uniacid, query.staff_userid or "",
-                                     query.external_userid or ""))
-            if uid is None:
+        return local.get((uniacid, member_id, field), now)
+
+    def local_hit(self, query: PageQuery, field: str, now: int,
+                  staff_id: str) -> CachedPage | None:
+        """The page when nothing has to be awaited first (the hot path, which cannot wait): in
+        this process's layer, a staff token's contact already known, the rate limits admitted
+        by this process's leased allowances. `get` answers the same page, and may wait: for the
+        limiter's call of a party whose allowances ran out, or for Redis and PostgreSQL."""
+        member_id = query.member_id
+        if member_id is None:
+            member_id = self.contacts.get((query.uniacid, query.staff_userid or "",
+                                           query.external_userid or ""))
+            if member_id is None:
                 return None
-        page = local.get((query.uniacid, uid, field), now)
+        page = self.local_page(query.uniacid, member_id, field, now)
         if page is None:
             return None
         limiter = self.limiter
-        if limiter.enabled:
-            checks = limiter.checks(query.uniacid, staff_id, uid)
-            if not limiter.spend_leases(checks):
-                return None
-        self.stats["local"] += 1
+        if limiter.enabled and not limiter.spend_leases(
+                limiter.checks(query.uniacid, staff_id, member_id)):
+            return None
         return page
 
     async def get(self, query: PageQuery, now: dt.datetime, *, staff_id: str,
                   now_ms: int) -> PageResult:
-        """The page for `query`, after the rate limits of `staff_id` and of the member (429)."""
+        """The page for `query`, after the rate limits of `staff_id` and of the member
+        (RateLimited)."""
         if query.member_id is None:
             key = (query.uniacid, query.staff_userid or "", query.external_userid or "")
-            uid = self.contacts.get(key) if self.trust.usable else None
-            if uid is None:
+            member_id = self.contacts.get(key) if self.trust.usable else None
+            if member_id is None:
                 await self._limit(
                     self.limiter.admit_locally(self.limiter.checks(query.uniacid, staff_id, None)),
                     now_ms)
                 return await self._resolve_contact(query, key, now)
-            query = dataclasses.replace(query, member_id=uid)
+            query = dataclasses.replace(query, member_id=member_id)
         member = (query.uniacid, query.member_id)
         field = self.field(query)
         checks = self.limiter.admit_locally(
@@ -230,18 +140,16 @@ class CouponPages:
             return await self._from_database(query, now, outcome="bypass")
         local = self.local
         # Before any read: an invalidation after this point refuses the local fill.
-        stamp = local.stamp() if local is not None else 0
-        if local is not None:
-            page = local.get((*member, field), int(now.timestamp()))
-            if page is not None:
-                # The parties this process holds no allowance for are counted in Redis (one
-                # round trip, which also leases them allowances for their next requests).
-                await self._limit(checks, now_ms)
-                self.stats["local"] += 1
-                return PageResult(page.body, page.etag, "local")
+        seq = local.seq() if local is not None else 0
+        page = self.local_page(*member, field, int(now.timestamp()))
+        if page is not None:
+            # The parties this process holds no allowance for are counted in Redis (one round
+            # trip, which also leases them allowances for their next requests).
+            await self._limit(checks, now_ms)
+            return PageResult(page.body, page.etag, "local")
         if not checks:
             # No limiter: a burst on one page coalesces before any Redis call (the leader reads).
-            return await self._single_flight(query, member, field, now, False, stamp)
+            return await self._single_flight(query, member, field, now, False, seq)
         # One round trip: the limiter's calls and the page's read in one pipeline.
         def queue(pipe: Any) -> None:
             self.limiter.queue(pipe, checks, now_ms)
@@ -256,12 +164,11 @@ class CouponPages:
             self.limiter.decide(replies[:-2], checks)
             cached = self.cache.page_of(replies[-2:], int(now.timestamp()))
             if cached is not None:
-                self.stats["hit"] += 1
                 if local is not None:
-                    local.put((*member, field), cached, stamp)
+                    local.put((*member, field), cached, seq)
                 return PageResult(cached.body, cached.etag, "hit")
             read_failed = False
-        return await self._single_flight(query, member, field, now, read_failed, stamp)
+        return await self._single_flight(query, member, field, now, read_failed, seq)
 
     async def _limit(self, checks: list[Check], now_ms: int) -> None:
         """The limiter alone (no page read to share its round trip with)."""
@@ -283,32 +190,30 @@ class CouponPages:
         through `prepare`, so nothing could refuse a stale fill."""
         generation = self.contacts.generation
         page = await self.repository.page(query, now)
-        if page.member_uid is None:
-            raise not_following()
+        if page.member_id is None:
+            raise NotFollowing()
         check_member(page, query.uniacid)
         if self.trust.usable:
-            self.contacts.put(key, page.member_uid, generation)
+            self.contacts.put(key, page.member_id, generation)
         body = render_body(page, query, self.shape, self.tz)
-        self.stats["miss"] += 1
         return PageResult(body, etag_of(body), "miss")
 
     async def _single_flight(self, query: PageQuery, member: tuple[int, int], field: str,
-                             now: dt.datetime, read_failed: bool, stamp: int) -> PageResult:
+                             now: dt.datetime, read_failed: bool, seq: int) -> PageResult:
         fields = self._inflight.setdefault(member, {})
         leader = fields.get(field)
         if leader is not None:
             # Someone is already loading this page: wait for their answer (at most one query
             # for any burst on a cold page).
-            self.stats["coalesced"] += 1
             try:
                 result = await asyncio.shield(leader)
             except LeaderGone:
-                return await self._single_flight(query, member, field, now, read_failed, stamp)
+                return await self._single_flight(query, member, field, now, read_failed, seq)
             return dataclasses.replace(result, outcome="coalesced")
         leader = asyncio.get_running_loop().create_future()
         fields[field] = leader
         try:
-            result = await self._lookup(query, field, now, read_failed, stamp)
+            result = await self._lookup(query, field, now, read_failed, seq)
         except asyncio.CancelledError:
             leader.set_exception(LeaderGone())
             raise
@@ -326,7 +231,7 @@ class CouponPages:
             leader.exception()  # mark retrieved: there may be no waiters
 
     async def _lookup(self, query: PageQuery, field: str, now: dt.datetime,
-                      read_failed: bool, stamp: int) -> PageResult:
+                      read_failed: bool, seq: int) -> PageResult:
         # The leader reads again: a load that finished between this request's first read and
         # now has filled the page (a burst on a cold page runs one query, not one per wave).
         cached = None
@@ -340,14 +245,12 @@ class CouponPages:
             # A failed read loses no invalidation: answer from PostgreSQL, keep trusting.
             return await self._from_database(query, now, outcome="bypass")
         if cached is not None:
-            self.stats["hit"] += 1
             if self.local is not None:
-                self.local.put((query.uniacid, query.member_id or 0, field), cached, stamp)
+                self.local.put((query.uniacid, query.member_id or 0, field), cached, seq)
             return PageResult(cached.body, cached.etag, "hit")
-        self.stats["miss"] += 1
         # Shielded task: a client that disconnects must not abort a fill half-way.
         task = asyncio.get_running_loop().create_task(
-            self._load_and_fill(query, field, now, stamp))
+            self._load_and_fill(query, field, now, seq))
         return await asyncio.shield(task)
 
     async def _from_database(self, query: PageQuery, now: dt.datetime,
@@ -355,12 +258,10 @@ class CouponPages:
         page = await self.repository.page(query, now)
         check_member(page, query.uniacid)
         body = render_body(page, query, self.shape, self.tz)
-        if outcome == "bypass":
-            self.stats["bypass"] += 1
         return PageResult(body, etag_of(body), outcome)
 
     async def _load_and_fill(self, query: PageQuery, field: str, now: dt.datetime,
-                             stamp: int) -> PageResult:
+                             seq: int) -> PageResult:
         member = (query.uniacid, query.member_id)
         try:
             prepared = await self.cache.prepare(*member, field)
@@ -391,37 +292,36 @@ class CouponPages:
                 stored = await self.cache.fill(*member, field, prepared, page_copy)
             except CacheUnavailable:
                 stored = False
-            else:
-                self.stats["fills" if stored else "stale_fill_refused"] += 1
             if stored and self.local is not None:
-                self.local.put((*member, field), page_copy, stamp)
+                self.local.put((*member, field), page_copy, seq)
         return PageResult(body, etag, "miss")
 
     # Invalidation. In-flight loads first (new requests must not join a load that read the
     # database before the write), then Redis, then the local layer: the local layer is filled
     # from Redis, so it is invalidated after it (module docstring). Any failure: the cache is
     # untrusted until coverage is proven again.
-    def _drop_inflight(self, uniacid: int, uids: set[int] | None) -> None:
+    def _drop_inflight(self, uniacid: int, member_ids: set[int] | None) -> None:
         for key in list(self._inflight):
-            if key[0] == uniacid and (uids is None or key[1] in uids):
+            if key[0] == uniacid and (member_ids is None or key[1] in member_ids):
                 del self._inflight[key]
 
     def _inflight_clear(self) -> None:
         self._inflight.clear()
 
-    async def invalidate_members(self, uniacid: int, uids: list[int]) -> None:
-        self._drop_inflight(uniacid, set(uids))
+    async def invalidate_members(self, uniacid: int, member_ids: list[int]) -> None:
+        self._drop_inflight(uniacid, set(member_ids))
         try:
             if self.enabled:
-                await self.cache.invalidate_members(uniacid, uids)
+                await self.cache.invalidate_members(uniacid, member_ids)
         except CacheUnavailable:
-            self.trust.lost(f"invalidation of {len(uids)} member(s) of tenant {uniacid} failed")
+            self.trust.lost(
+                f"invalidation of {len(member_ids)} member(s) of tenant {uniacid} failed")
         finally:
             # Also when Redis failed (the loss above has emptied the layer anyway) and when the
             # call was cancelled: the local layer never keeps a page its Redis copy lost.
             if self.local is not None:
-                for uid in uids:
-                    self.local.invalidate_member(uniacid, uid)
+                for member_id in member_ids:
+                    self.local.invalidate_member(uniacid, member_id)
 
     async def invalidate_tenant(self, uniacid: int) -> None:
         self._drop_inflight(uniacid, None)

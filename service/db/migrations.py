@@ -17,7 +17,7 @@ import asyncpg
 from service.db.queries import QUERIES
 from service.resources import SQL_DIR
 
-log = logging.getLogger("service.migrations")
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = SQL_DIR / "migrations"
 # An arbitrary constant of this project: pg_advisory_lock's key space is shared by all users.

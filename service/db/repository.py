@@ -16,7 +16,7 @@ from service.coupons.domain import TYPE_FILTERS
 from service.db.queries import QUERIES
 from service.observe import metrics
 
-log = logging.getLogger("service.repository")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -47,10 +47,10 @@ class PageQuery:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CouponPage:
-    """A tab's page as the database saw it at `now`; `member_uid` None: the contact resolves to
+    """A tab's page as the database saw it at `now`; `member_id` None: the contact resolves to
     no member; `member_uniacid` None: no such member."""
 
-    member_uid: int | None
+    member_id: int | None
     member_uniacid: int | None
     coupon_transfer: bool
     store_plugin: bool
@@ -65,7 +65,7 @@ class CouponPage:
 class UsedCoupon:
     id: int
     uniacid: int
-    uid: int
+    member_id: int
     use_time: dt.datetime
 
 
@@ -224,7 +224,7 @@ class CouponRepository:
                                lambda conn: _page_rows(conn, params))
         head = rows[0]
         return CouponPage(
-            member_uid=head["member_uid"],
+            member_id=head["member_id"],
             member_uniacid=head["member_uniacid"],
             coupon_transfer=head["coupon_transfer"],
             store_plugin=head["store_plugin"],

@@ -19,11 +19,11 @@ import orjson
 from aiohttp import web
 
 from service.auth.tokens import issue_token
-from service.http.api import PATH_MALL_ROUTER, ROUTE_NAME
+from service.http.coupons import PATH_MALL_ROUTER, ROUTE_NAME
 from service.http.edge import Edge
 from service.keys import clock_key, settings_key
 
-log = logging.getLogger("service.devpages")
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 DEMO_FILES = {"": "index.html", "sidebar.js": "sidebar.js", "sidebar.css": "sidebar.css"}

@@ -25,17 +25,15 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from multidict import istr
 
 from service.auth.tokens import Principal
+from service.hotpath.prebuilt import COMPLETE
 from service.http.errors import answer_for, log_failure, request_id_of, styled, unavailable
-from service.keys import principal_key, request_id_key
+from service.http.headers import CACHE_CONTROL, COMMON, PRIVATE, X_REQUEST_ID
+from service.keys import principal_key, request_id_key, settings_key
 from service.observe.recorder import CANCELLED, UNMATCHED, RequestRecorder
+from service.runtime.tasks import setup_ticker
 
-SERVER_NAME = "coupons"
-# Header names as multidict's case-insensitive strings, made once: a plain str is converted on
-# every lookup or insert.
-X_REQUEST_ID = istr("X-Request-ID")
 TICK_SECONDS = 1.0
 
 
@@ -73,6 +71,14 @@ class Deadlines:
         return len(overdue)
 
 
+def setup_deadlines(app: web.Application) -> Deadlines:
+    """The table of requests in flight, and its tick (REQUEST_TIMEOUT_SECONDS)."""
+    deadlines = Deadlines(app[settings_key].request_timeout_seconds)
+    setup_ticker(app, "request-deadlines", TICK_SECONDS,
+                 lambda: deadlines.expire(time.monotonic()))
+    return deadlines
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Given the request and its id: a complete response (the id in it), who it was for and its cache
 # outcome (the request log line's tenant, member and cache), or None.
@@ -82,11 +88,12 @@ Fast = Callable[[web.Request, str], tuple[web.StreamResponse, Principal, str] | 
 class Edge:
     """Routes registered through it, each wrapped in the edge."""
 
-    def __init__(self, recorder: RequestRecorder, deadlines: Deadlines,
-                 error_style: str = "http") -> None:
+    def __init__(self, recorder: RequestRecorder, deadlines: Deadlines, *,
+                 error_style: str = "http", max_body_bytes: int = 65536) -> None:
         self.recorder = recorder
         self.deadlines = deadlines
-        self.error_style = error_style  # ERROR_STYLE (service/errors.py: styled)
+        self.error_style = error_style  # ERROR_STYLE (service/http/errors.py: styled)
+        self.max_body_bytes = max_body_bytes  # the 413's message names it
         self._methods: dict[str, set[str]] = {}
         self.closed = False
 
@@ -155,16 +162,13 @@ class Edge:
             response = await self._answer(request, handler, rid, start)
             # The real outcome, for the log line and the metrics, before ERROR_STYLE restyles it.
             status = response.status
-            styled(response, self.error_style)
-            headers = response.headers
-            headers["X-Request-ID"] = rid
-            # No server version on the wire; JSON is never sniffed into something executable.
-            # (A page's prebuilt headers carry these already: service/api.py.)
-            if headers.get("Server") != SERVER_NAME:
-                headers["Server"] = SERVER_NAME
-                headers["X-Content-Type-Options"] = "nosniff"
-            if "Cache-Control" not in headers:
-                headers["Cache-Control"] = "private, no-cache"
+            if not isinstance(response, COMPLETE):  # a page's answer has them all already
+                styled(response, self.error_style)
+                headers = response.headers
+                headers[X_REQUEST_ID] = rid
+                headers.update(COMMON)
+                if CACHE_CONTROL not in headers:
+                    headers[CACHE_CONTROL] = PRIVATE
             return response
         except web.HTTPException as exc:
             status = exc.status  # a redirect (below 400): aiohttp answers it
@@ -190,13 +194,13 @@ class Edge:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return answer_for(exc, rid)
+            return answer_for(exc, rid, self.max_body_bytes)
         except asyncio.CancelledError:
             if not deadlines.timed_out(task):
                 raise  # the client went away, or the shutdown grace ran out: 499
             return unavailable()
         except Exception as exc:
-            return answer_for(exc, rid)
+            return answer_for(exc, rid, self.max_body_bytes)
         finally:
             deadlines.leave(task)
             self.recorder.in_flight -= 1

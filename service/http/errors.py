@@ -1,4 +1,8 @@
-"""Every failure as the contract's error envelope (service/edge.py applies it to every route)."""
+"""Every failure as the contract's error envelope (service/http/edge.py applies it to every
+route): the one place where a failure becomes an HTTP status. `answer_for` maps the domain's
+refusals (the coupons' pages, the rate limiter, the use API, tokens) by the table `REFUSALS`,
+the HTTP layer's own errors (ApiError: a parameter, a body) as they are, and anything else as a
+dependency that is down (503) or a bug (500)."""
 
 from __future__ import annotations
 
@@ -6,14 +10,20 @@ import itertools
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
 import orjson
 from aiohttp import web
 
-log = logging.getLogger("service.errors")
+from service.auth.tokens import Unauthorized
+from service.coupons.errors import MemberElsewhere, MemberNotFound, NotFollowing
+from service.db.repository import UseRefused
+from service.http.headers import COMMON
+from service.limits.limiter import RateLimited
+
+log = logging.getLogger(__name__)
 
 
 class _SafeServerLog(logging.LoggerAdapter):
@@ -73,6 +83,10 @@ class Envelope(web.Response):
     """A response carrying the error envelope: the one kind ERROR_STYLE may restyle."""
 
 
+def bad_request(field: str, msg: str) -> ApiError:
+    return ApiError(400, msg, {field: [msg]})
+
+
 def envelope(status: int, msg: str, errors: Mapping[str, Sequence[str]] | None = None,
              headers: Mapping[str, str] | None = None) -> Envelope:
     fields = {k: list(v) for k, v in (errors or {}).items()}
@@ -103,8 +117,31 @@ HTTP_ERRORS: Mapping[int, tuple[str, str]] = {
     400: ("request", "请求格式不正确"),
     404: ("route", "请求的接口不存在"),
     405: ("method", "请求方法不被允许"),
-    413: ("body", "请求体超过 64 KiB 上限"),
+    413: ("body", "请求体超过大小上限"),
 }
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="coupons"'}
+
+
+def _refusal(exc: Exception) -> tuple[int, str, str, dict[str, str] | None]:
+    """(status, field, message, headers) of a domain refusal."""
+    if isinstance(exc, Unauthorized):
+        return 401, "authorization", exc.msg, _CHALLENGE
+    if isinstance(exc, MemberNotFound):
+        return 404, "member_id", "会员不存在", None
+    if isinstance(exc, MemberElsewhere):
+        return 403, "member_id", "该会员不属于当前商户", None
+    if isinstance(exc, NotFollowing):
+        return 403, "user_id", "参数 user_id 不是当前员工的外部联系人", None
+    if isinstance(exc, RateLimited):
+        return 429, "request", "请求过于频繁，请稍后重试", {"Retry-After": str(exc.retry_after)}
+    assert isinstance(exc, UseRefused)
+    if exc.reason == "already_used":
+        return 409, "id", "该优惠券已使用", None
+    return 404, "id", "优惠券不存在", None
+
+
+REFUSALS = (Unauthorized, MemberNotFound, MemberElsewhere, NotFollowing, RateLimited,
+            UseRefused)
 UNAVAILABLE_MSG = "服务暂时不可用，请稍后重试"
 INTERNAL_MSG = "服务内部错误，请稍后重试"
 
@@ -115,18 +152,27 @@ UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError,
                asyncpg.TooManyConnectionsError, asyncpg.LockNotAvailableError)
 
 
-def answer_for(exc: Exception, rid: str) -> web.Response:
+def answer_for(exc: Exception, rid: str, max_body_bytes: int) -> web.Response:
     """The response for a failure the handler raised; a bug is logged (kind and place only)."""
     if isinstance(exc, ApiError):
         return envelope(exc.status, exc.msg, exc.errors, exc.headers)
+    if isinstance(exc, REFUSALS):
+        status, field, msg, headers = _refusal(exc)
+        return envelope(status, msg, {field: [msg]}, headers)
     if isinstance(exc, web.HTTPException) and exc.status >= 400:
         field, msg = HTTP_ERRORS.get(exc.status, ("request", exc.reason))
+        if exc.status == 413:
+            msg = f"请求体超过 {_size(max_body_bytes)} 上限"
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return envelope(exc.status, msg, {field: [msg]}, headers)
     log_failure(exc, rid)
     if isinstance(exc, UNAVAILABLE):
         return unavailable()
     return internal_error()
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes // 1024} KiB" if nbytes % 1024 == 0 else f"{nbytes} 字节"
 
 
 def log_failure(exc: Exception, rid: str) -> None:
@@ -138,6 +184,24 @@ def log_failure(exc: Exception, rid: str) -> None:
     else:
         log.error("unhandled error request_id=%s kind=%s at=%s", rid, type(exc).__name__,
                   where(exc))
+
+
+def malformed(style: str) -> Callable[[int], Envelope]:
+    """The answer to HTTP that never reached a route (service/compat/aiohttp.py): the envelope
+    of the parser's status, in ERROR_STYLE, quoting nothing of the request and naming no
+    version."""
+
+    def answer(status: int) -> Envelope:
+        if status >= 500:
+            response = internal_error()
+        else:
+            field, msg = HTTP_ERRORS.get(status, ("request", "请求格式不正确"))
+            response = envelope(status, msg, {field: [msg]})
+        styled(response, style)
+        response.headers.update(COMMON)
+        return response
+
+    return answer
 
 
 def unavailable() -> Envelope:

@@ -10,7 +10,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields, validate
 
-from service.http import api
+from service.http import coupons
 from service.http.schemas import CouponsQuerySchema, MallRouterSchema, StrictInt
 
 ERROR_STATUSES = {
@@ -235,12 +235,13 @@ def build_spec() -> dict[str, Any]:
     if_none_match = {"in": "header", "name": "If-None-Match", "required": False,
                      "schema": {"type": "string"}}
     route_param = {"in": "query", "name": "route", "required": True,
-                   "schema": {"type": "string", "enum": [api.ROUTE_NAME]},
+                   "schema": {"type": "string", "enum": [coupons.ROUTE_NAME]},
                    "description": "the mall router's route; any other value: 404"}
-    for path, query_schema, body in ((api.PATH_PLUGIN, CouponsQuerySchema, "CouponsBody"),
-                                     (api.PATH_SHORT, CouponsQuerySchema, "CouponsBody"),
-                                     (api.PATH_MALL_ROUTER, MallRouterSchema, "MallRouterBody")):
-        extra = [route_param] if path == api.PATH_MALL_ROUTER else []
+    routes = ((coupons.PATH_PLUGIN, CouponsQuerySchema, "CouponsBody"),
+              (coupons.PATH_SHORT, CouponsQuerySchema, "CouponsBody"),
+              (coupons.PATH_MALL_ROUTER, MallRouterSchema, "MallRouterBody"))
+    for path, query_schema, body in routes:
+        extra = [route_param] if path == coupons.PATH_MALL_ROUTER else []
         body_ref = {"$ref": f"#/components/schemas/{body}"}
         spec.path(path=path, operations={
             "get": {

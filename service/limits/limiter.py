@@ -9,8 +9,8 @@ never more requests than the rate allows; a lease that expires unused only makes
 stricter, by at most `lease - 1` requests per worker and party. `lease` 1 is one call per
 request.
 The limiter guards the service, not correctness: when Redis fails, times out or the circuit is
-open it lets the request through (fails open), counts it in `failed_open` and logs at most one
-line per `LOG_EVERY_SECONDS`.
+open it lets the request through (fails open), counts it in
+`coupons_rate_limit_failed_open_total` and logs at most one line per `LOG_EVERY_SECONDS`.
 """
 
 from __future__ import annotations
@@ -26,16 +26,24 @@ from typing import Any
 
 from redis.asyncio.client import Pipeline
 
-from service.http.errors import ApiError
 from service.observe import metrics
+from service.settings import Settings
 
-log = logging.getLogger("service.limits")
+log = logging.getLogger(__name__)
 
 LOG_EVERY_SECONDS = 10.0
 # Leases of parties that did not come back are dropped when there are this many.
 MAX_LEASES = 8192
 SCRIPT = (Path(__file__).resolve().parent / "ratelimit.lua").read_text()
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+
+
+class RateLimited(Exception):
+    """A party is over its rate: retry after this many whole seconds (at least 1)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,8 +79,6 @@ class RateLimiter:
         # key -> (allowances left, until when): what Redis granted beyond the request that took
         # them. Bounded by the parties active within lease_seconds (dropped when used up).
         self._leases: dict[str, tuple[int, float]] = {}
-        self.failed_open = 0  # requests let through because Redis could not decide
-        self.refused = 0
         self._last_log = -math.inf
         self._suppressed = 0
 
@@ -80,14 +86,14 @@ class RateLimiter:
     def enabled(self) -> bool:
         return self.staff is not None or self.member is not None
 
-    def checks(self, uniacid: int, staff_id: str, uid: int | None) -> list[Check]:
+    def checks(self, uniacid: int, staff_id: str, member_id: int | None) -> list[Check]:
         """The keys one request is counted against. A member key shares the member's page hash
-        slot (`{uniacid:uid}`), so a Redis Cluster runs it beside the page read."""
+        slot (`{uniacid:member_id}`), so a Redis Cluster runs it beside the page read."""
         found: list[Check] = []
         if self.staff is not None:
             found.append(Check(f"{self.prefix}:rl:s:{{{uniacid}:{staff_id}}}", self.staff))
-        if self.member is not None and uid is not None:
-            found.append(Check(f"{self.prefix}:rl:m:{{{uniacid}:{uid}}}", self.member))
+        if self.member is not None and member_id is not None:
+            found.append(Check(f"{self.prefix}:rl:m:{{{uniacid}:{member_id}}}", self.member))
         return found
 
     def has_leases(self, checks: Sequence[Check]) -> bool:
@@ -143,7 +149,7 @@ class RateLimiter:
         await client.script_load(SCRIPT)
 
     def decide(self, replies: Sequence[Any], checks: Sequence[Check]) -> None:
-        """Raise the 429 if any party is over its rate; `Retry-After` in whole seconds."""
+        """Raise RateLimited if any party is over its rate."""
         refused = []
         until = None
         for check, reply in zip(checks, replies, strict=True):
@@ -165,16 +171,12 @@ class RateLimiter:
         if not refused:
             return
         wait_ms = max(int(float(reply[1])) for _, reply in refused)
-        self.refused += 1
         for check, _ in refused:
             metrics.RATE_LIMIT_REJECTIONS.labels(
                 "staff" if ":rl:s:" in check.key else "member").inc()
-        retry = max(1, math.ceil(wait_ms / 1000))
-        msg = "请求过于频繁，请稍后重试"
-        raise ApiError(429, msg, {"request": [msg]}, {"Retry-After": str(retry)})
+        raise RateLimited(max(1, math.ceil(wait_ms / 1000)))
 
     def fail_open(self, reason: str) -> None:
-        self.failed_open += 1
         metrics.RATE_LIMIT_FAILED_OPEN.inc()
         now = time.monotonic()
         if now - self._last_log < LOG_EVERY_SECONDS:
@@ -184,3 +186,16 @@ class RateLimiter:
                     reason, self._suppressed)
         self._last_log = now
         self._suppressed = 0
+
+
+def from_settings(settings: Settings) -> RateLimiter:
+    def rate(per_minute: int, burst: int) -> Rate | None:
+        return Rate(per_minute, burst) if per_minute > 0 else None
+
+    return RateLimiter(
+        prefix=settings.cache_prefix,
+        staff=rate(settings.rate_limit_staff_per_minute, settings.rate_limit_staff_burst),
+        member=rate(settings.rate_limit_member_per_minute, settings.rate_limit_member_burst),
+        lease=settings.rate_limit_lease,
+        lease_seconds=settings.rate_limit_lease_seconds,
+    )

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from service.compat import logging as compat_logging
 from service.settings import Settings
 
 
@@ -54,10 +55,6 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-# The handler `configure` installed: request lines in JSON go straight to its stream.
-_handler: logging.StreamHandler | None = None
-
-
 class _Timestamps:
     """`JsonFormatter`'s "ts", formatted once per second: datetime's isoformat was 3.6 µs."""
 
@@ -80,37 +77,11 @@ class _Timestamps:
 timestamp = _Timestamps()
 
 
-def json_sink(logger: logging.Logger) -> logging.StreamHandler | None:
-    """The handler `configure` installed, when `logger`'s INFO records would reach it and only
-    it, formatted as JSON: then lines may be written to it directly (service/observe.py).
-    None for any other set-up (text, tests' capture, an embedding application's handlers),
-    which gets the records through logging."""
-    handler = _handler
-    if (handler is None or not isinstance(handler.formatter, JsonFormatter)
-            or logging.getLogger().handlers != [handler] or not logger.propagate
-            or logger.handlers or logger.filters or not logger.isEnabledFor(logging.INFO)
-            or handler.level > logging.INFO):
-        return None
-    return handler
-
-
-def write(handler: logging.StreamHandler, text: str) -> None:
-    """Lines written at once, under the handler's lock."""
-    handler.acquire()
-    try:
-        handler.stream.write(text)
-        handler.flush()
-    except Exception:  # as logging does: a broken stream must not break the service
-        handler.handleError(logging.makeLogRecord({"msg": "request lines"}))
-    finally:
-        handler.release()
-
-
 def configure(settings: Settings) -> None:
     """Replace the root handlers: stderr, one record per line, in the configured format."""
-    global _handler
     handler = logging.StreamHandler()
-    _handler = handler
+    # Request lines in JSON may go straight to its stream (service/compat/logging.py).
+    compat_logging.install(handler)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):

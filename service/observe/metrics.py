@@ -2,10 +2,10 @@
 
 With `serve --workers N` (N > 1) every worker writes its values to files under
 `PROMETHEUS_MULTIPROC_DIR` (prometheus-client's multiprocess mode; `serve` creates and empties
-the directory before the workers start, see service/cli.py), and whichever worker answers a
-scrape merges them all: counters and histograms are summed over workers (dead ones included, so
-a total never goes back), gauges per their mode below. The mode is chosen when prometheus-client
-is first imported, so the variable must be set before that: `serve` does it.
+the directory before the workers start, see service/runtime/server.py), and whichever worker
+answers a scrape merges them all: counters and histograms are summed over workers (dead ones
+included, so a total never goes back), gauges per their mode below. The mode is chosen when
+prometheus-client is first imported, so the variable must be set before that: `serve` does it.
 
 Names are `coupons_*`; label values are bounded sets (routes are templates, never raw paths).
 """
@@ -14,21 +14,16 @@ from __future__ import annotations
 
 import os
 
-from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
 )
 from prometheus_client import multiprocess as _multiprocess
 
-from service.keys import recorder_key
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from service.observe import MULTIPROC_ENV
 
 # The hot path is ~1 ms from Redis and a few ms from PostgreSQL; the tail up to the 5 s
 # statement timeout.
@@ -60,6 +55,9 @@ CACHE_COVERAGE = Counter(
     "coupons_cache_coverage_total",
     "Times a worker proved that no invalidation was lost and trusted its cache again: by a "
     "handover from a live listener, or by a flush (a new epoch)", ["how"])
+LOCAL_CACHE_EVICTIONS = Counter(
+    "coupons_local_cache_evictions_total",
+    "Pages dropped from a worker's local layer to stay within LOCAL_CACHE_MAX_BYTES")
 CACHE_TRUSTED = Gauge(
     "coupons_cache_trusted",
     "1 when this worker serves from the cache, 0 while it answers from PostgreSQL only",
@@ -124,11 +122,3 @@ def mark_process_dead(pid: int) -> None:
     directory = os.environ.get(MULTIPROC_ENV)
     if directory:
         _multiprocess.mark_process_dead(pid, directory)
-
-
-async def metrics_handler(request: web.Request) -> web.Response:
-    # This process's batch first (service/observe.py); other workers' are at most one flush
-    # interval behind.
-    request.app[recorder_key].flush()
-    body = generate_latest(registry())
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -11,7 +11,6 @@ line and counts appear up to that late, and a worker killed with SIGKILL loses i
 
 from __future__ import annotations
 
-import bisect
 import collections
 import functools
 import hashlib
@@ -21,6 +20,8 @@ import os
 
 import orjson
 
+from service.compat import logging as compat_logging
+from service.compat.prometheus import observe_many
 from service.observe import logs, metrics
 
 log = logging.getLogger("service.access")
@@ -65,28 +66,15 @@ def _latency(route: str):
     return metrics.LATENCY.labels(route)
 
 
-def _observe_all(histogram, values: list[float]) -> None:
-    """`histogram.observe(v)` for each value, as one increment per bucket. prometheus-client
-    has no batch call; this uses the fields `observe` itself uses (the version is pinned, and
-    tests/test_observe.py compares the buckets)."""
-    bounds = histogram._upper_bounds
-    counts = [0] * len(bounds)
-    for value in values:
-        counts[bisect.bisect_left(bounds, value)] += 1
-    histogram._sum.inc(sum(values))
-    for bucket, n in zip(histogram._buckets, counts, strict=True):
-        if n:
-            bucket.inc(n)
-
-
 # "000" to "999": the milliseconds of a time and of a duration, without a format spec per line.
 _DIGITS3 = tuple(f"{n:03d}" for n in range(1000))
 
 
-@functools.lru_cache(maxsize=1024)
-def _json(text: str | None) -> str:
-    # Request ids are new each time, but methods, routes, outcomes and member hashes repeat.
-    return orjson.dumps(text).decode()
+# Values no request line can hold, standing in for the parts of a line that change from one
+# request to the next while the line's layout is read off JsonFormatter (`_template`).
+_RID = "RequestIdPlaceholder0123456789"
+_DURATION = 987654.321
+_WALL = 1_000_000_000.0  # JsonFormatter writes it as 2001-09-09T01:46:40.000+00:00
 
 
 class RequestRecorder:
@@ -95,13 +83,13 @@ class RequestRecorder:
     def __init__(self, hash_key: bytes) -> None:
         self.hash_key = hash_key
         self.in_flight = 0
-        # (wall time, request id, method, route, status, seconds, cache, tenant, member id)
+        # (wall time, request id, method, route, status, seconds, cache, uniacid, member id)
         self._pending: list[tuple] = []
 
     def add(self, wall: float, rid: str | None, method: str, route: str, status: int,
-            elapsed: float, cache: str | None, tenant: int | None,
+            elapsed: float, cache: str | None, uniacid: int | None,
             member_id: int | None) -> None:
-        self._pending.append((wall, rid, method, route, status, elapsed, cache, tenant,
+        self._pending.append((wall, rid, method, route, status, elapsed, cache, uniacid,
                               member_id))
         if len(self._pending) >= MAX_PENDING:
             self.flush()
@@ -111,19 +99,18 @@ class RequestRecorder:
         batch, self._pending = self._pending, []
         if not batch:
             return
-        sink = logs.json_sink(log)
+        sink = compat_logging.json_sink(log, logs.JsonFormatter)
         kinds: collections.Counter[tuple] = collections.Counter()
         latencies: dict[str, list[float]] = collections.defaultdict(list)
         if sink is not None:
-            logs.write(sink, self._json_lines(batch, kinds, latencies))
+            compat_logging.write(sink, self._json_lines(batch, kinds, latencies))
         else:
             self._count(batch, kinds, latencies)
             if log.isEnabledFor(logging.INFO):
-                for _, rid, method, route, status, elapsed, cache, tenant, member_id in batch:
-                    log.info("request", extra={"request_id": rid, "fields": {
-                        "method": method, "route": route, "status": status,
-                        "duration_ms": round(elapsed * 1e6) / 1000, "cache": cache,
-                        "tenant": tenant, "member": self._member(tenant, member_id)}})
+                for _, rid, method, route, status, elapsed, cache, uniacid, member_id in batch:
+                    log.info("request", extra=self._extra(
+                        rid, method, route, status, round(elapsed * 1e6) / 1000, cache,
+                        uniacid, member_id))
         for (route, method, status, cache), n in kinds.items():
             counter, outcome = _series(route, method if method in METHODS else "OTHER",
                                        status, cache)
@@ -131,7 +118,7 @@ class RequestRecorder:
             if outcome is not None:
                 outcome.inc(n)
         for route, values in latencies.items():
-            _observe_all(_latency(route), values)
+            observe_many(_latency(route), values)
 
     @staticmethod
     def _count(batch: list[tuple], kinds: collections.Counter[tuple],
@@ -140,24 +127,31 @@ class RequestRecorder:
             kinds[(route, method, status, cache)] += 1
             latencies[route].append(elapsed)
 
-    def _member(self, tenant: int | None, member_id: int | None) -> str | None:
-        if tenant is None or member_id is None:
+    def _member(self, uniacid: int | None, member_id: int | None) -> str | None:
+        if uniacid is None or member_id is None:
             return None
-        return member_hash(self.hash_key, tenant, member_id)
+        return member_hash(self.hash_key, uniacid, member_id)
+
+    def _extra(self, rid: str | None, method: str, route: str, status: int, duration_ms: float,
+               cache: str | None, uniacid: int | None, member_id: int | None) -> dict:
+        """A request line's record fields: the one definition of what the line says."""
+        return {"request_id": rid, "fields": {
+            "method": method, "route": route, "status": status, "duration_ms": duration_ms,
+            "cache": cache, "uniacid": uniacid, "member": self._member(uniacid, member_id)}}
 
     def _json_lines(self, batch: list[tuple], kinds: collections.Counter[tuple],
                     latencies: dict[str, list[float]]) -> str:
-        """The lines JsonFormatter writes for `logger.info("request", extra=...)`, from parts
-        built once per kind of line (a dict and orjson per line cost three times as much); the
-        batch is counted in the same pass. Only the time, the request id and the duration
-        differ between most lines of a batch."""
+        """The lines JsonFormatter writes for these requests' records (`_extra`), from parts
+        made once per kind of line (`_template`): a record and orjson per line cost three times
+        as much. The batch is counted in the same pass. Only the time, the request id and the
+        duration differ between most lines of a batch."""
         lines = []
         template = self._template
         digits = _DIGITS3
         second, prefix = -1, ""
-        for wall, rid, method, route, status, elapsed, cache, tenant, member_id in batch:
-            head, middle, tail, kind = template(rid is not None, method, route, status, cache,
-                                                tenant, member_id)
+        for wall, rid, method, route, status, elapsed, cache, uniacid, member_id in batch:
+            start, head, middle, tail, kind = template(rid is not None, method, route, status,
+                                                       cache, uniacid, member_id)
             kinds[kind] += 1
             latencies[route].append(elapsed)
             whole = int(wall)
@@ -165,30 +159,36 @@ class RequestRecorder:
                 second, prefix = whole, logs.timestamp.second(whole)
             # Whole microseconds, written as milliseconds: a float's repr was a fifth of a line.
             ms, us = divmod(round(elapsed * 1e6), 1000)
+            stamp = f"{start}{prefix}.{digits[int((wall - whole) * 1000)]}"
             if rid is None:
-                lines.append(f'{{"ts":"{prefix}.{digits[int((wall - whole) * 1000)]}{head}'
-                             f'{ms}.{digits[us]}{tail}')
+                lines.append(f"{stamp}{head}{ms}.{digits[us]}{tail}")
             else:
                 # A request id is always [A-Za-z0-9._-] (errors.request_id_of): no escaping.
-                lines.append(f'{{"ts":"{prefix}.{digits[int((wall - whole) * 1000)]}{head}'
-                             f'{rid}{middle}{ms}.{digits[us]}{tail}')
+                lines.append(f"{stamp}{head}{rid}{middle}{ms}.{digits[us]}{tail}")
         return "".join(lines)
 
     @functools.lru_cache(maxsize=16384)  # noqa: B019 - one recorder per app, never freed early
     def _template(self, has_rid: bool, method: str, route: str, status: int, cache: str | None,
-                  tenant: int | None, member_id: int | None) -> tuple[str, str, str, tuple]:
-        """A kind of line, cut where the time's milliseconds, the request id and the duration
-        go: (after the milliseconds up to the request id, after the request id up to the
-        duration, after the duration, the kind's metric labels); without a request id the
-        first two are one."""
-        member = self._member(tenant, member_id)
-        head = (f'+00:00","level":"INFO","logger":{_json(log.name)},"msg":"request",'
-                f'"pid":{os.getpid()}')
-        before = (f',"method":{_json(method)},"route":{_json(route)},"status":{status}'
-                  ',"duration_ms":')
-        tail = (f',"cache":{_json(cache)},"tenant":{"null" if tenant is None else tenant}'
-                f',"member":{"null" if member is None else _json(member)}}}\n')
+                  uniacid: int | None, member_id: int | None
+                  ) -> tuple[str, str, str, str, tuple]:
+        """A kind of line, read off JsonFormatter's own output for a record of this kind (so the
+        layout is defined once, there), cut where the time's milliseconds, the request id and
+        the duration go: (before the time, after the time's milliseconds up to the request id,
+        after the request id up to the duration, after the duration, the kind's metric labels);
+        without a request id the second and third are one."""
+        extra = self._extra(_RID if has_rid else None, method, route, status, _DURATION, cache,
+                            uniacid, member_id)
+        record = log.makeRecord(log.name, logging.INFO, __file__, 0, "request", (), None,
+                                extra=extra)
+        record.created, record.process = _WALL, os.getpid()
+        line = logs.JsonFormatter().format(record) + "\n"
+        stamp = logs.timestamp(_WALL)  # "2001-09-09T01:46:40.000+00:00"
+        start, _, rest = line.partition(stamp.removesuffix(".000+00:00"))
+        rest = rest.removeprefix(".000")
+        before, _, tail = rest.partition(orjson.dumps(_DURATION).decode())
         kind = (route, method, status, cache)
         if has_rid:
-            return head + ',"request_id":"', '"' + before, tail, kind
-        return head + before, "", tail, kind
+            head, _, middle = before.partition(_RID)
+            return start, head, middle, tail, kind
+        return start, before, "", tail, kind
+

@@ -67,7 +67,7 @@ def banner(settings: Settings, host: str, port: int) -> str:
     """What `dev` prints once it accepts connections: where to look, a token, a curl."""
     # Here, not at the top: service.api imports prometheus_client, which must not be imported
     # before `serve` has set the workers' multiprocess directory (service/server.py).
-    from service.http.api import PATH_MALL_ROUTER, ROUTE_NAME
+    from service.http.coupons import PATH_MALL_ROUTER, ROUTE_NAME
 
     base = f"http://{host}:{port}"
     token = _token(settings, 1, 1)
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if dev:
         # One line for the schema below, not one per migration file.
-        logging.getLogger("service.migrations").setLevel(logging.WARNING)
+        logging.getLogger("service.db.migrations").setLevel(logging.WARNING)
     with resolved(settings) as live:
         if args.command in ("migrate", "dev"):
             applied = asyncio.run(migrate(live.database_url, display_tz=live.display_tz))

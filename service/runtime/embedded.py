@@ -16,7 +16,7 @@ from pathlib import Path
 
 from service.settings import Settings
 
-log = logging.getLogger("service.embedded")
+log = logging.getLogger(__name__)
 
 DATABASE_NAME = "coupons"
 

@@ -33,11 +33,11 @@ from pathlib import Path
 
 from aiohttp import web
 
+from service.observe import MULTIPROC_ENV
 from service.settings import Settings
 
-log = logging.getLogger("service.server")
+log = logging.getLogger(__name__)
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 # How long the parent waits past a worker's own bounds before it kills it.
 KILL_MARGIN_SECONDS = 5.0
@@ -56,15 +56,15 @@ async def serve_app(app: web.Application, settings: Settings, *,
                     port: int | None = None, stop: asyncio.Event | None = None,
                     on_listening: Callable[[], None] | None = None) -> None:
     """Serve `app` until SIGTERM/SIGINT (or `stop`), then drain and stop as the module says."""
+    from service.http.connections import make_runner
     from service.keys import draining_key
 
-    # The per-connection bounds (header sizes, header count) come from the app's handler_args;
-    # keep-alive is bounded here; a client that hangs up stops its request's work (loads and
-    # fills are shielded).
-    runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           shutdown_timeout=settings.shutdown_grace_seconds,
-                           keepalive_timeout=settings.http_keepalive_seconds,
-                           handler_cancellation=True)
+    # The per-connection bounds (header sizes and count, keep-alive) come from the app's
+    # handler_args (service/http/connections.py); a client that hangs up stops its request's
+    # work (loads and fills are shielded).
+    runner = make_runner(app, access_log=None, handle_signals=False,
+                         shutdown_timeout=settings.shutdown_grace_seconds,
+                         handler_cancellation=True)
     await runner.setup()  # the cleanup contexts start: pools, Redis, the LISTEN task
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

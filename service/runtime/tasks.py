@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-log = logging.getLogger("service.tasks")
+log = logging.getLogger(__name__)
 
 
 async def stop_task(task: asyncio.Task) -> None:

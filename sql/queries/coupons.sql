@@ -20,16 +20,16 @@ WITH who AS MATERIALIZED (
         FROM yz_wecom_contact AS wc
         WHERE wc.uniacid = :uniacid
           AND wc.staff_userid = :staff_userid::text
-          AND wc.external_userid = :external_userid::text)) AS uid
+          AND wc.external_userid = :external_userid::text)) AS member_id
 ),
 setting AS (
     SELECT coalesce(ts.coupon_transfer, false)      AS coupon_transfer,
            coalesce(ts.store_plugin, true)          AS store_plugin,
            coalesce(ts.hotel_plugin, true)          AS hotel_plugin,
            coalesce(ts.near_expiration_days, 3) * interval '86400 seconds' AS near_window,
-           (SELECT uid FROM who)                    AS member_uid,
+           (SELECT member_id FROM who)                    AS member_id,
            (SELECT m.uniacid FROM yz_member AS m
-            WHERE m.uid = (SELECT uid FROM who))    AS member_uniacid
+            WHERE m.uid = (SELECT member_id FROM who))    AS member_uniacid
     FROM (SELECT 1) AS one
     LEFT JOIN yz_tenant_setting AS ts ON ts.uniacid = :uniacid
 ),
@@ -42,7 +42,7 @@ tab AS NOT MATERIALIZED (
     CROSS JOIN yz_member_coupon AS mc
     JOIN yz_coupon AS c ON c.id = mc.coupon_id AND c.uniacid = mc.uniacid
     WHERE mc.uniacid = :uniacid
-      AND mc.uid = (SELECT uid FROM who)
+      AND mc.uid = (SELECT member_id FROM who)
       AND mc.is_member_deleted = 0
       AND mc.used = CASE WHEN :status::int = 3 THEN 1 ELSE 0 END
       AND (:status::int = 3
@@ -67,7 +67,7 @@ horizon AS (
         -- expired once now > end: from the next whole second after the next end
         (SELECT floor(extract(epoch FROM min(mc.end_at)))::bigint + 1
          FROM yz_member_coupon AS mc
-         WHERE mc.uniacid = :uniacid AND mc.uid = (SELECT uid FROM who)
+         WHERE mc.uniacid = :uniacid AND mc.uid = (SELECT member_id FROM who)
            AND mc.used = 0 AND mc.is_member_deleted = 0
            AND mc.end_at >= :now::timestamptz),
         -- near once end <= now + window: from the first whole second at or after end - window
@@ -76,13 +76,13 @@ horizon AS (
          CROSS JOIN LATERAL (
              SELECT min(mc.end_at) AS end_at
              FROM yz_member_coupon AS mc
-             WHERE mc.uniacid = :uniacid AND mc.uid = (SELECT uid FROM who)
+             WHERE mc.uniacid = :uniacid AND mc.uid = (SELECT member_id FROM who)
                AND mc.used = 0 AND mc.is_member_deleted = 0
                AND mc.end_at > :now::timestamptz + s.near_window
          ) AS nxt)
     ) AS valid_until
 )
-SELECT s.coupon_transfer, s.store_plugin, s.hotel_plugin, s.member_uid, s.member_uniacid,
+SELECT s.coupon_transfer, s.store_plugin, s.hotel_plugin, s.member_id, s.member_uniacid,
        counted.total,
        horizon.valid_until,
        mc.id, mc.coupon_id, mc.used, mc.use_time, mc.get_time, p.end_at, p.near,

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from service.app import create_app
 from service.clock import Clock
+from service.http.connections import make_runner
 from service.settings import Settings
 
 
@@ -27,7 +28,7 @@ def live_server(settings: Settings, clock: Clock | None = None) -> Iterator[str]
     """The app on its own loop in a thread, as `serve` runs it; yields its base URL."""
     port = free_port()
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(create_app(settings, clock), handler_cancellation=True)
+    runner = make_runner(create_app(settings, clock), handler_cancellation=True)
     started = threading.Event()
 
     def serve() -> None:

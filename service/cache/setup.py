@@ -1,0 +1,88 @@
+"""The cache's parts for the app: the Redis client, the page cache and its layers, the pages
+service, and the LISTEN task that keeps them true; each a single-yield cleanup context."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from service.cache.client import connect as connect_redis
+from service.cache.contacts import ContactCache
+from service.cache.listener import InvalidationListener
+from service.cache.local import LocalCache
+from service.cache.redis import CircuitBreaker, PageCache
+from service.cache.trust import CacheTrust
+from service.coupons.pages import CouponPages
+from service.keys import (
+    limiter_key,
+    listener_key,
+    pages_key,
+    redis_key,
+    repository_key,
+    settings_key,
+)
+from service.runtime.tasks import stop_task
+
+
+def setup_redis(app: web.Application) -> None:
+    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+        client = connect_redis(app[settings_key])
+        app[redis_key] = client
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    app.cleanup_ctx.append(redis_ctx)
+
+
+def setup_pages(app: web.Application) -> None:
+    """The cache and the pages service, then the LISTEN task that keeps the cache true."""
+
+    async def pages_ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[settings_key]
+        cache = PageCache(
+            app[redis_key],
+            prefix=settings.cache_prefix,
+            ttl_seconds=settings.cache_ttl_seconds,
+            timeout=settings.redis_timeout_seconds,
+            lease_ms=settings.cache_lease_ms,
+            breaker=CircuitBreaker(settings.redis_breaker_failures,
+                                   settings.redis_breaker_reset_seconds),
+            fence=app[repository_key].fence,
+        )
+        local = (LocalCache(settings.local_cache_max_bytes, settings.local_cache_ttl_seconds)
+                 if settings.local_cache_enabled else None)
+        pages = CouponPages(app[repository_key], cache, CacheTrust(),
+                            shape=settings.response_shape, tz=settings.tz,
+                            ttl_seconds=settings.cache_ttl_seconds, local=local,
+                            limiter=app[limiter_key],
+                            contacts=ContactCache(settings.contact_cache_size),
+                            enabled=settings.cache_enabled, total_cap=settings.total_cap)
+        app[pages_key] = pages
+        listener = InvalidationListener(
+            settings.database_listen_url or settings.database_url, pages, app[repository_key],
+            heartbeat=settings.listener_heartbeat_seconds,
+            holders_max=settings.coupon_holders_max,
+        )
+        app[listener_key] = listener
+        task = asyncio.create_task(listener.run(), name="invalidation-listener")
+        # Serve from PostgreSQL until the listener is up and coverage proven (a handover or a
+        # flush); a short wait here lets a healthy start begin with the cache on.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settings.readiness_timeout_seconds * 3):
+                await pages.trust.ready.wait()
+        try:
+            yield
+        finally:
+            await stop_task(task)
+            if listener.consumer is not None:
+                await stop_task(listener.consumer)
+            # Out of the registry: a process starting now does not wait for this one's
+            # acknowledgement (service/cache/listener.py).
+            await listener.leave()
+
+    app.cleanup_ctx.append(pages_ctx)
