@@ -1,0 +1,1 @@
+"""The cache: Redis and local layers, contact mappings, trust and the LISTEN listener."""

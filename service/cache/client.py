@@ -2,7 +2,7 @@
 Cluster (`redis+cluster://host:port[,host:port...]`, `rediss+cluster://...`).
 
 Both clients speak the same commands; the page cache only needs to know which one it has where
-a command would cross hash slots (README "Past one machine").
+a command would cross hash slots (docs/operations.md, "Past one machine").
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ loss (a Redis failure during an invalidation, a TRUNCATE), it proves coverage ag
    stays warm (a rolling deploy, a process restarted, a single dropped connection).
 4. A flush, only when nobody acknowledged within ACK_WAIT_SECONDS (a cold start, every listener
    down at once, Redis lost): a new epoch, claimed only if the newest epoch is still the one
-   read at the barrier (service/lua/epoch.lua). A claim that finds a newer epoch means someone
+   read at the barrier (service/cache/lua/epoch.lua). A claim that finds a newer epoch means someone
    flushed after this process's LISTEN: it asks again with a new barrier, which that flusher,
    covered by then, acknowledges. So M x N processes reconnecting at once cause one flush. A
    flush is O(1): pages of an older epoch are never read again.
@@ -23,7 +23,7 @@ loss (a Redis failure during an invalidation, a TRUNCATE), it proves coverage ag
 The barrier is handled by the consumer itself, in stream order, so the epoch in use changes at
 a well-defined point of the notification stream: everything before it is covered by the
 acknowledging listener (or by the new, empty keyspace), everything after it by this one.
-Covered listeners keep a heartbeat in Redis (service/lua/listeners.lua), so that a process
+Covered listeners keep a heartbeat in Redis (service/cache/lua/listeners.lua), so that a process
 with nobody to hand over from does not wait for an acknowledgement.
 """
 
@@ -210,7 +210,7 @@ class InvalidationListener:
         started = time.perf_counter()
         try:
             # The fence of a process that trusts the cache again must be past any write whose
-            # notification it may have missed (service/repository.py).
+            # notification it may have missed (service/db/repository.py).
             await self.repository.refresh_fence()
             expected = await cache.current_epoch()
             epoch = None

@@ -1,6 +1,6 @@
 """The per-member page cache in Redis: final response bytes, one round trip on a hit.
 
-Layout (README "The cache"): one hash per member, `<prefix>:<epoch>:{<uniacid>:<member_id>}`, whose
+Layout (docs/cache.md): one hash per member, `<prefix>:<epoch>:{<uniacid>:<member_id>}`, whose
 fields are the member's cached pages (`<status>:<coupon_type>:<page>:<pagesize>:<shape>`) plus
 `gen`, a stamp that every invalidation of the member replaces with a fresh random value. A page
 value is `<valid_from: 10 digits><valid_until: 10 digits><etag: 16 hex><tenant token: 16 hex>
@@ -11,9 +11,10 @@ is still the one the page was read under (a tenant-wide change replaces it: one 
 many members the tenant has, and an evicted token costs misses, never a stale page).
 The braces are a Redis Cluster hash tag: a member's keys and scripts share one slot.
 Beside `gen` the hash holds `lsn`: with a read replica, the primary's WAL position that a
-replica must have replayed before its answer may fill this member's pages (service/repository.py).
+replica must have replayed before its answer may fill this member's pages
+(service/db/repository.py).
 
-The epoch is this process's keyspace, chosen by service/listener.py when it proves that no
+The epoch is this process's keyspace, chosen by service/cache/listener.py when it proves that no
 invalidation was lost (a handover from a live listener, or a flush): a flush is a new epoch, O(1)
 whatever the number of cached members. `<prefix>:epoch` holds the newest flushed epoch,
 `<prefix>:ack:<token>` a live listener's acknowledgement of a barrier, `<prefix>:listeners` the
@@ -139,7 +140,7 @@ class PageCache:
     """Redis operations of the page cache, each bounded in time and guarded by the breaker.
 
     `epoch` is the keyspace this process reads, fills and invalidates (None until the listener
-    has proven, once, that no invalidation was lost: service/listener.py).
+    has proven, once, that no invalidation was lost: service/cache/listener.py).
     """
 
     # In a cluster, how many single-slot scripts one invalidation batch runs at once: enough to
@@ -284,7 +285,7 @@ class PageCache:
         stamp, lease, fence, tenant = await self._call(run_cluster if self.cluster else run)
         token_part, _, tenant_fence = tenant.decode().partition(":")
         # A replica must have replayed past both the member's and the tenant's last
-        # invalidation (service/repository.py).
+        # invalidation (service/db/repository.py).
         return Prepared(stamp=stamp.decode(), lease=bool(lease), lease_token=token,
                         fence=max(int(fence), int(tenant_fence or 0)), tenant=token_part,
                         epoch=epoch)
@@ -342,7 +343,7 @@ class PageCache:
                                                  px=self.ttl_ms * 2),
                          budget=max(self.timeout, 1.0))
 
-    # Coverage: service/listener.py -------------------------------------------------------------
+    # Coverage: service/cache/listener.py -------------------------------------------------------
     # Not on the request path: a wider bound than a request's Redis call.
     def _slow(self, make: Callable[[], Awaitable[T]]) -> Awaitable[T]:
         return self._call(make, budget=max(self.timeout, 1.0))

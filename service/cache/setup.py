@@ -15,7 +15,7 @@ from service.cache.listener import InvalidationListener
 from service.cache.local import LocalCache
 from service.cache.redis import CircuitBreaker, PageCache
 from service.cache.trust import CacheTrust
-from service.coupons.pages import CouponPages
+from service.coupons.pages import CouponPages, PageOptions
 from service.keys import (
     limiter_key,
     listener_key,
@@ -56,12 +56,11 @@ def setup_pages(app: web.Application) -> None:
         )
         local = (LocalCache(settings.local_cache_max_bytes, settings.local_cache_ttl_seconds)
                  if settings.local_cache_enabled else None)
-        pages = CouponPages(app[repository_key], cache, CacheTrust(),
-                            shape=settings.response_shape, tz=settings.tz,
-                            ttl_seconds=settings.cache_ttl_seconds, local=local,
-                            limiter=app[limiter_key],
-                            contacts=ContactCache(settings.contact_cache_size),
-                            enabled=settings.cache_enabled, total_cap=settings.total_cap)
+        options = PageOptions(shape=settings.response_shape, tz=settings.tz,
+                              ttl_seconds=settings.cache_ttl_seconds,
+                              total_cap=settings.total_cap, enabled=settings.cache_enabled)
+        pages = CouponPages(app[repository_key], cache, CacheTrust(), app[limiter_key],
+                            ContactCache(settings.contact_cache_size), local, options)
         app[pages_key] = pages
         listener = InvalidationListener(
             settings.database_listen_url or settings.database_url, pages, app[repository_key],

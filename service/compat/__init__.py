@@ -1,1 +1,1 @@
-
+"""One door per library whose internals the hot path touches, each behind a version guard."""

@@ -1,0 +1,1 @@
+"""The coupons domain: tabs, types and rendering rules, and the pages service."""

@@ -36,6 +36,7 @@ from service.cache.local import LocalCache
 from service.cache.redis import CachedPage, CacheUnavailable, PageCache
 from service.cache.trust import CacheTrust
 from service.coupons.errors import NotFollowing
+from service.coupons.flight import SingleFlight
 from service.coupons.render import RENDER_VERSION, check_member, etag_of, render_body
 from service.db.repository import CouponRepository, PageQuery
 from service.limits.limiter import Check, RateLimiter
@@ -54,35 +55,47 @@ class PageResult:
     outcome: str  # local | hit | miss | coalesced | bypass
 
 
-class LeaderGone(Exception):
-    """The request doing a lookup for others was cancelled: the others look it up again."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class PageOptions:
+    """What the settings say about pages: their shape (RESPONSE_SHAPE), the display zone, the
+    longest life of a cached copy, TOTAL_CAP (part of a cached page's name with RENDER_VERSION:
+    everything but the query that decides its bytes), and whether to cache at all
+    (CACHE_ENABLED=false: every page from PostgreSQL; the cache object still carries the rate
+    limiter's calls)."""
+
+    shape: str
+    tz: ZoneInfo
+    ttl_seconds: int
+    total_cap: int
+    enabled: bool = True
+
+    @property
+    def variant(self) -> str:
+        return f"{self.shape}:{RENDER_VERSION}.{self.total_cap}"
 
 
 class CouponPages:
-    """`enabled` False: every page from PostgreSQL (CACHE_ENABLED=false; the cache object
-    still carries the rate limiter's calls). `local` None: no process-local layer."""
+    """The pages of the coupons tab. `local` None: no process-local layer."""
 
-    def __init__(self, repository: CouponRepository, cache: PageCache, trust: CacheTrust, *,
-                 shape: str, tz: ZoneInfo, ttl_seconds: int, limiter: RateLimiter,
-                 contacts: ContactCache, local: LocalCache | None = None,
-                 enabled: bool = True, total_cap: int = 0) -> None:
+    def __init__(self, repository: CouponRepository, cache: PageCache, trust: CacheTrust,
+                 limiter: RateLimiter, contacts: ContactCache, local: LocalCache | None,
+                 options: PageOptions) -> None:
         self.repository = repository
         self.cache = cache
         self.trust = trust
         self.limiter = limiter
         self.contacts = contacts
         self.local = local
-        self.enabled = enabled
+        self._flights = SingleFlight()
         if local is not None:
             trust.on_lost.append(local.clear)
         trust.on_lost.append(contacts.clear)
-        trust.on_lost.append(self._inflight_clear)
-        self.shape = shape
-        # Everything but the query that decides a page's bytes (service/coupons/render.py).
-        self.variant = f"{shape}:{RENDER_VERSION}.{total_cap}"
-        self.tz = tz
-        self.ttl = ttl_seconds
-        self._inflight: dict[tuple[int, int], dict[str, asyncio.Future[PageResult]]] = {}
+        trust.on_lost.append(self._flights.clear)
+        self.enabled = options.enabled
+        self.shape = options.shape
+        self.variant = options.variant
+        self.tz = options.tz
+        self.ttl = options.ttl_seconds
 
     def field(self, query: PageQuery) -> str:
         return (f"{query.status}:{query.coupon_type}:{query.page}:{query.pagesize}:"
@@ -200,35 +213,8 @@ class CouponPages:
 
     async def _single_flight(self, query: PageQuery, member: tuple[int, int], field: str,
                              now: dt.datetime, read_failed: bool, seq: int) -> PageResult:
-        fields = self._inflight.setdefault(member, {})
-        leader = fields.get(field)
-        if leader is not None:
-            # Someone is already loading this page: wait for their answer (at most one query
-            # for any burst on a cold page).
-            try:
-                result = await asyncio.shield(leader)
-            except LeaderGone:
-                return await self._single_flight(query, member, field, now, read_failed, seq)
-            return dataclasses.replace(result, outcome="coalesced")
-        leader = asyncio.get_running_loop().create_future()
-        fields[field] = leader
-        try:
-            result = await self._lookup(query, field, now, read_failed, seq)
-        except asyncio.CancelledError:
-            leader.set_exception(LeaderGone())
-            raise
-        except BaseException as exc:
-            leader.set_exception(exc)
-            raise
-        else:
-            leader.set_result(result)
-            return result
-        finally:
-            if fields.get(field) is leader:
-                del fields[field]
-                if not fields and self._inflight.get(member) is fields:
-                    del self._inflight[member]
-            leader.exception()  # mark retrieved: there may be no waiters
+        return await self._flights.run(
+            member, field, lambda: self._lookup(query, field, now, read_failed, seq))
 
     async def _lookup(self, query: PageQuery, field: str, now: dt.datetime,
                       read_failed: bool, seq: int) -> PageResult:
@@ -300,16 +286,8 @@ class CouponPages:
     # database before the write), then Redis, then the local layer: the local layer is filled
     # from Redis, so it is invalidated after it (module docstring). Any failure: the cache is
     # untrusted until coverage is proven again.
-    def _drop_inflight(self, uniacid: int, member_ids: set[int] | None) -> None:
-        for key in list(self._inflight):
-            if key[0] == uniacid and (member_ids is None or key[1] in member_ids):
-                del self._inflight[key]
-
-    def _inflight_clear(self) -> None:
-        self._inflight.clear()
-
     async def invalidate_members(self, uniacid: int, member_ids: list[int]) -> None:
-        self._drop_inflight(uniacid, set(member_ids))
+        self._flights.drop(uniacid, set(member_ids))
         try:
             if self.enabled:
                 await self.cache.invalidate_members(uniacid, member_ids)
@@ -324,7 +302,7 @@ class CouponPages:
                     self.local.invalidate_member(uniacid, member_id)
 
     async def invalidate_tenant(self, uniacid: int) -> None:
-        self._drop_inflight(uniacid, None)
+        self._flights.drop(uniacid, None)
         try:
             if self.enabled:
                 await self.cache.invalidate_tenant(uniacid)
@@ -335,7 +313,7 @@ class CouponPages:
                 self.local.invalidate_tenant(uniacid)
 
     def adopt_epoch(self, epoch: str) -> None:
-        """The keyspace this process uses from now on (service/listener.py): the local layer,
+        """The keyspace this process uses from now on (service/cache/listener.py): the local layer,
         filled from another keyspace, is emptied when it changes."""
         if epoch != self.cache.epoch:
             self.cache.epoch = epoch

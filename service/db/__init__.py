@@ -1,0 +1,1 @@
+"""The database: pools, the typed repository, the aiosql queries, migrations."""

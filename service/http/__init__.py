@@ -1,0 +1,1 @@
+"""The HTTP edge: routes, handlers, parameters, errors and the envelope, OpenAPI."""

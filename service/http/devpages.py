@@ -1,8 +1,9 @@
 """Pages for a local try, served only in development (DEV_PAGES, which production refuses):
 
-- `/demo/`: a coupons tab that behaves as the mall's own WeCom sidebar page does (docs/CONTRACT.md,
-  "The mall's sidebar page, as it behaves"), plain HTML and JS from `service/static/demo/`, with
-  demo people to switch between (`/demo/people.json` mints their tokens);
+- `/demo/`: a coupons tab that behaves as the mall's own WeCom sidebar page does
+  (docs/CONTRACT.md, "The mall's sidebar page, as it behaves"), plain HTML and JS from
+  `service/http/static/demo/`, with demo people to switch between (`/demo/people.json` mints
+  their tokens);
 - `/docs/`: Swagger UI over `/openapi.json`, its assets from the swagger-ui-bundle package.
 
 Every file is named in a table: nothing else under these paths is served, and no path from the

@@ -1,13 +1,13 @@
 """The edge every request passes: it names the request (X-Request-ID), bounds it
 (REQUEST_TIMEOUT_SECONDS), turns every failure into the contract's envelope, sets the headers
-every response carries, and records the request (service/observe.py).
+every response carries, and records the request (service/observe/recorder.py).
 
 `Edge.route` wraps each route's handler at registration, and `Edge.close` ends the table with a
 405 route per path and a catch-all 404, so that every request, matched or not, gets the same
 edge; tests/test_edge.py checks that no route escapes it. It is not an aiohttp middleware
 because of what one costs: aiohttp runs any middleware through a cached chain of partials plus
 its own `current_app` layer, and on a local hit that machinery with the middleware's coroutine
-was a tenth of the whole request (README "Hot path").
+was a tenth of the whole request (docs/performance.md).
 
 A route may also have a `fast` path: a synchronous function that answers without waiting on
 anything (a process-local hit) or returns None. A request that never waits cannot overrun its
@@ -15,7 +15,7 @@ bound, so the fast path skips the deadline table. No per-request timer either: `
 alone cost 8 µs a request (a timer handle pushed on the loop's heap and cancelled). The bound is
 kept by `Deadlines`: a table of the requests in flight and one tick a second that cancels those
 past their deadline, so a request may run up to a second longer than the bound. It is a safety
-net behind the tighter bounds on each dependency (README "Bounds").
+net behind the tighter bounds on each dependency (docs/security.md, "Bounds").
 """
 
 from __future__ import annotations

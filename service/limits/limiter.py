@@ -1,4 +1,4 @@
-"""Rate limits per staff member and per member, in Redis (GCRA, `service/lua/ratelimit.lua`).
+"""Rate limits per staff member and per member, in Redis (GCRA, `service/limits/ratelimit.lua`).
 
 Each party is one key and one script call; the calls of a request go out in the same pipeline
 as the page cache's read (`CouponPages`). A call takes up to `lease` allowances at once: the

@@ -2,7 +2,7 @@
 -- arrival time" (TAT, unix ms). A request is allowed while TAT - now <= tolerance; each allowed
 -- request moves TAT one emission interval on. A refused request changes nothing.
 -- A caller may take up to ARGV[4] requests' worth at once (a worker's lease of allowances,
--- service/limits.py): as many as fit now are granted and counted, never more than the rate
+-- service/limits/limiter.py): as many as fit now are granted and counted, never more than the rate
 -- allows one at a time.
 -- The key expires when the bucket would be full again, so idle parties cost no memory.
 -- KEYS[1] the party's key

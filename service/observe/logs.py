@@ -1,7 +1,7 @@
 """Logging: one JSON object per line (or plain text for a terminal), set up once per process.
 
 Every record may carry structured fields (`extra={"fields": {...}}`); the request log line of
-service/observe.py and the settings line at start use them. Nothing here ever sees a token:
+service/observe/recorder.py and the settings line at start use them. Nothing here ever sees a token:
 callers pass only what may be logged.
 """
 

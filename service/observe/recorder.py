@@ -1,4 +1,5 @@
-"""Per request: one log line and the request metrics (README "Seeing inside"), in batches.
+"""Per request: one log line and the request metrics (docs/operations.md, "Metrics", "Logs"),
+in batches.
 
 A hot hit costs this process well under 100 µs; a log record through `logging` (LogRecord,
 formatter, a write and a flush) cost 13 µs of it and the metric calls 3 µs more. So a request
@@ -48,7 +49,7 @@ def member_hash(key: bytes, uniacid: int, member_id: int) -> str:
     return hmac.new(key, f"{uniacid}:{member_id}".encode(), hashlib.sha256).hexdigest()[:16]
 
 
-# The route label of every path no route matches (service/edge.py).
+# The route label of every path no route matches (service/http/edge.py).
 UNMATCHED = "unmatched"
 
 

@@ -66,7 +66,7 @@ def dev_settings(settings: Settings, env: Mapping[str, str]) -> Settings:
 def banner(settings: Settings, host: str, port: int) -> str:
     """What `dev` prints once it accepts connections: where to look, a token, a curl."""
     # Here, not at the top: service.api imports prometheus_client, which must not be imported
-    # before `serve` has set the workers' multiprocess directory (service/server.py).
+    # before `serve` has set the workers' multiprocess directory (service/runtime/server.py).
     from service.http.coupons import PATH_MALL_ROUTER, ROUTE_NAME
 
     base = f"http://{host}:{port}"

@@ -1,10 +1,11 @@
 """Running the app: one process, or a pre-forked parent and N workers on one listening socket.
 
-Why a pre-fork on one shared socket (README "Process model"): the parent binds once and forks;
-every worker accepts from the same kernel queue. When a worker stops accepting (it is draining)
-the connections still queued are taken by the others; with SO_REUSEPORT each worker has its own
-queue, and the connections queued on a closing one are reset. gunicorn's aiohttp worker would do
-the same pre-fork with its own config, signals and timeouts on top of ours, for nothing we need.
+Why a pre-fork on one shared socket (docs/operations.md, "Process model"): the parent binds once
+and forks; every worker accepts from the same kernel queue. When a worker stops accepting (it is
+draining) the connections still queued are taken by the others; with SO_REUSEPORT each worker
+has its own queue, and the connections queued on a closing one are reset. gunicorn's aiohttp
+worker would do the same pre-fork with its own config, signals and timeouts on top of ours, for
+nothing we need.
 
 A worker's stop, on SIGTERM or SIGINT:
 1. `/readyz` answers 503 at once (a load balancer stops sending), while everything else is still

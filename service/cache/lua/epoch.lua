@@ -1,5 +1,5 @@
 -- Claim a new cache epoch, but only if nobody else has since `expected` was read: the flush of a
--- process whose gap no live listener covered (service/listener.py). A flush is O(1): every page
+-- process whose gap no live listener covered (service/cache/listener.py). A flush is O(1): every page
 -- key carries its epoch, and pages of an older epoch are simply never read again (their TTLs
 -- remove them). When many processes reconnect at once, the first claim wins and the others,
 -- seeing the epoch moved past what they read after their LISTEN, are covered by it instead.

@@ -1,4 +1,4 @@
--- The registry of covered listeners (service/listener.py), on Redis's own clock so that hosts'
+-- The registry of covered listeners (service/cache/listener.py), on Redis's own clock so that hosts'
 -- clocks need not agree. With ARGV[2] set: this listener is covered and alive now (a heartbeat);
 -- ARGV[2] '' : it is not (it stopped, or lost its coverage). Returns how many others were alive
 -- within the window: whether a process that needs a handover may expect an acknowledgement.

@@ -1,4 +1,4 @@
-// Swagger UI over this service's own OpenAPI document (development only: service/devpages.py).
+// Swagger UI over this service's own OpenAPI document (development only: service/http/devpages.py).
 "use strict";
 window.addEventListener("load", function () {
   window.ui = SwaggerUIBundle({
