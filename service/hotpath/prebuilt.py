@@ -27,7 +27,7 @@ from email.utils import formatdate
 from aiohttp import HttpVersion11, hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from service.compat.aiohttp import PREPARED_BYTES, PageBytes
+from service.compat.aiohttp import PageBytes
 from service.http.headers import CACHE_CONTROL, COMMON, PRIVATE, X_CACHE, X_REQUEST_ID
 
 
@@ -91,5 +91,3 @@ def page_answer(request: web.Request, rid: str, body: bytes, etag: str, outcome:
     return response
 
 
-__all__ = ["COMPLETE", "PREPARED_BYTES", "PageResponse", "date_line", "head_of", "page_answer",
-           "page_headers"]

@@ -21,11 +21,13 @@ import datetime as dt
 
 from aiohttp import web
 
-from service.auth.tokens import Principal, Unauthorized
+from service.auth.tokens import Principal, TokenVerifier, Unauthorized
+from service.clock import Clock
+from service.compat import aiohttp as compat_aiohttp
 from service.coupons.pages import CouponPages
 from service.db.repository import PageQuery
 from service.hotpath.memo import Resolved, ResolvedMemo, get_key, post_key
-from service.hotpath.prebuilt import PREPARED_BYTES, page_answer
+from service.hotpath.prebuilt import page_answer
 from service.http.errors import ApiError, bad_request
 from service.http.params import BAD_BODY, Validator, read_params
 from service.http.schemas import COUPONS_SCHEMA, MALL_ROUTER_SCHEMA
@@ -58,19 +60,30 @@ class Coupons:
         self.app = app
         hot = settings.hot_path_enabled
         self.memo: ResolvedMemo | None = ResolvedMemo() if hot else None
-        self.prepared = hot and PREPARED_BYTES
+        # Read here, not at import: service/compat/aiohttp.py decides per aiohttp version.
+        self.prepared = hot and compat_aiohttp.PREPARED_BYTES
         self.validate = Validator() if hot else Validator(max_entries=0)
         self.body_timeout = settings.body_timeout_seconds
         self.fast = self._fast if hot else None
+        # The app's parts, looked up once it has started: `app[key]` is a Python call, and the
+        # hot path would make four of them per hit.
+        self._parts: tuple[CouponPages, Clock, TokenVerifier] | None = None
 
     @property
     def pages(self) -> CouponPages:
         return self.app[pages_key]
 
+    def _started(self) -> tuple[CouponPages, Clock, TokenVerifier] | None:
+        parts = self._parts
+        if parts is None and pages_key in self.app:
+            app = self.app
+            parts = self._parts = (app[pages_key], app[clock_key], app[verifier_key])
+        return parts
+
     def _local(self, request: web.Request, rid: str, resolved: Resolved, principal: Principal,
-               now_s: int) -> web.StreamResponse | None:
+               now_s: int, pages: CouponPages) -> web.StreamResponse | None:
         """Step 2: this process's copy of the page, if nothing has to be awaited first."""
-        page = self.pages.local_hit(resolved.query, resolved.field, now_s, principal.staff_id)
+        page = pages.local_hit(resolved.query, resolved.field, now_s, principal.staff_id)
         if page is None:
             return None
         return page_answer(request, rid, page.body, page.etag, "local", self.prepared)
@@ -79,18 +92,21 @@ class Coupons:
               rid: str) -> tuple[web.StreamResponse, Principal, str] | None:
         """The edge's fast path: a GET resolved before, answered locally, or None."""
         memo = self.memo
-        if request.method != "GET" or memo is None or pages_key not in self.app:
+        if request.method != "GET" or memo is None:
             return None
         resolved = memo.get(get_key(request))
         if resolved is None:
             return None
-        app = self.app
-        now_s = app[clock_key].now_ms() // 1000
+        parts = self._started()
+        if parts is None:
+            return None
+        pages, clock, verifier = parts
+        now_s = clock.now_ms() // 1000
         try:
-            principal = app[verifier_key].check(resolved.claims, now_s)
+            principal = verifier.check(resolved.claims, now_s)
         except Unauthorized:
             return None  # the handler answers it, as any other request
-        response = self._local(request, rid, resolved, principal, now_s)
+        response = self._local(request, rid, resolved, principal, now_s, pages)
         if response is None:
             request[resolution_key] = (resolved, principal)
             return None
@@ -109,7 +125,7 @@ class Coupons:
             resolved = await self._resolved(request, now_s)
             principal = app[verifier_key].check(resolved.claims, now_s)
             request[principal_key] = principal
-            response = self._local(request, rid, resolved, principal, now_s)
+            response = self._local(request, rid, resolved, principal, now_s, self.pages)
             if response is not None:
                 return response
         now = dt.datetime.fromtimestamp(now_s, dt.UTC)
