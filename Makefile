@@ -27,7 +27,7 @@ bench: install
 # A long schemathesis run against /openapi.json (the suite runs a short one): FUZZ_EXAMPLES
 # examples per operation and mode.
 fuzz: install
-	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1000} $(PY) -m pytest tests/test_fuzz.py -q $(PYTEST_ARGS)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1000} $(PY) -m pytest tests/http/test_fuzz.py -q $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -182,7 +182,7 @@ def main() -> None:
         asyncio.run(load_demo_data(settings.database_url))
         # One staff member on one member at full speed: rate limits off but in the variant
         # that turns them on too high to refuse (their refusals are tested in
-        # tests/test_limits.py), request logs as configured.
+        # tests/limits/test_limiter.py), request logs as configured.
         env = {**os.environ, "DATABASE_URL": settings.database_url,
                "REDIS_URL": settings.redis_url, "AUTH_JWT_SECRET": settings.auth_jwt_secret,
                "RATE_LIMIT_STAFF_PER_MINUTE": "0", "RATE_LIMIT_MEMBER_PER_MINUTE": "0"}

@@ -23,6 +23,13 @@ loss (a Redis failure during an invalidation, a TRUNCATE), it proves coverage ag
 The barrier is handled by the consumer itself, in stream order, so the epoch in use changes at
 a well-defined point of the notification stream: everything before it is covered by the
 acknowledging listener (or by the new, empty keyspace), everything after it by this one.
+
+Acknowledging late: a listener that reaches another's barrier before it is covered itself keeps
+the token, and acknowledges it the moment it is covered. That is as safe as acknowledging on
+time: once covered, everything committed before its own coverage point has been applied to its
+epoch (by the listener that handed over to it) or does not matter to it (a flush's keyspace is
+new), and the barrier's owner applies everything after its barrier itself. So processes that
+start together are covered together, without waiting out ACK_WAIT_SECONDS.
 Covered listeners keep a heartbeat in Redis (service/cache/lua/listeners.lua), so that a process
 with nobody to hand over from does not wait for an acknowledgement.
 """
@@ -30,6 +37,7 @@ with nobody to hand over from does not wait for an acknowledgement.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -77,6 +85,9 @@ class InvalidationListener:
         self._synced: list[str] = []
         # This process's barriers in flight: token -> resolved once the consumer handled it.
         self._barriers: dict[str, asyncio.Future[None]] = {}
+        # Others' barriers reached while this listener was not covered: acknowledged once it
+        # is (module docstring, "Acknowledging late").
+        self._unacknowledged: collections.deque[str] = collections.deque(maxlen=256)
         self._wake = asyncio.Event()
         pages.trust.on_lost.append(self._wake.set)
 
@@ -195,6 +206,8 @@ class InvalidationListener:
         if handled is None:
             if trust.usable and self.pages.cache.epoch is not None:
                 await self.pages.cache.acknowledge(token, self.pages.cache.epoch)
+            else:
+                self._unacknowledged.append(token)
             return
         try:
             if not trust.covered:
@@ -243,6 +256,8 @@ class InvalidationListener:
                 self._connect_counted = True
                 metrics.LISTENER_CONNECTS.inc()
             await self._alive()
+            while self._unacknowledged and trust.usable:
+                await cache.acknowledge(self._unacknowledged.popleft(), epoch)
             log.info("cache trusted: %s", how, extra={"fields": {
                 "epoch": epoch, "ms": round((time.perf_counter() - started) * 1000, 1)}})
 

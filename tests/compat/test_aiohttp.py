@@ -1,0 +1,70 @@
+"""compat/aiohttp.py: only the service's own runners answer malformed HTTP with the envelope
+(no import-time change reaches another aiohttp server in the process); on an aiohttp version not
+tested, the stock runner and aiohttp's own page responses are used, and pages stay right."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+
+from aiohttp import web
+
+from service.app import create_app
+from service.compat import aiohttp as compat
+from service.http.connections import make_runner
+from tests.support.api import check_error, coupons, items_of
+from tests.support.common import token_for
+from tests.support.live import free_port
+
+LONG_HEADER = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"
+
+
+async def _raw(port: int, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(5):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+async def _serve(runner: web.AppRunner) -> int:
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return port
+
+
+async def test_another_aiohttp_server_in_the_process_is_untouched(settings, db) -> None:
+    ours = make_runner(create_app(settings))
+    other = web.AppRunner(web.Application())
+    try:
+        ours_answer = await _raw(await _serve(ours), LONG_HEADER)
+        other_answer = await _raw(await _serve(other), LONG_HEADER)
+    finally:
+        await ours.cleanup()
+        await other.cleanup()
+    head, _, body = ours_answer.partition(b"\r\n\r\n")
+    check_error(json.loads(body))
+    assert b"Server: coupons" in head
+    # aiohttp's own answer, as any other aiohttp server in the process gives it.
+    assert b"application/json" not in other_answer.split(b"\r\n\r\n")[0]
+    assert b"Bad Request" in other_answer
+
+
+async def test_an_untested_aiohttp_gets_aiohttp_s_own_answers(make_client, settings, rows,
+                                                              monkeypatch) -> None:
+    await rows.member(1, 1)
+    mc = await rows.member_coupon(await rows.coupon(1))
+    monkeypatch.setattr(compat, "SUPPORTED", False)
+    monkeypatch.setattr(compat, "PREPARED_BYTES", False)
+    assert type(compat.runner(web.Application(), answer=lambda status: web.Response())) is \
+        web.AppRunner
+    for hot in (True, False):
+        client = await make_client(dataclasses.replace(settings, hot_path_enabled=hot))
+        for _ in range(3):  # a miss, then local hits: every one a right page
+            body = await coupons(client, token_for(), coupon_type=0)
+            assert [i["id"] for i in items_of(body)] == [mc]
