@@ -4,7 +4,6 @@ tested, the stock runner and aiohttp's own page responses are used, and pages st
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 
@@ -15,20 +14,9 @@ from service.compat import aiohttp as compat
 from service.http.connections import make_runner
 from tests.support.api import check_error, coupons, items_of
 from tests.support.common import token_for
-from tests.support.live import free_port
+from tests.support.live import free_port, raw
 
 LONG_HEADER = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"
-
-
-async def _raw(port: int, data: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        async with asyncio.timeout(5):
-            return await reader.read()
-    finally:
-        writer.close()
 
 
 async def _serve(runner: web.AppRunner) -> int:
@@ -42,8 +30,8 @@ async def test_another_aiohttp_server_in_the_process_is_untouched(settings, db) 
     ours = make_runner(create_app(settings))
     other = web.AppRunner(web.Application())
     try:
-        ours_answer = await _raw(await _serve(ours), LONG_HEADER)
-        other_answer = await _raw(await _serve(other), LONG_HEADER)
+        ours_answer = await raw("127.0.0.1", await _serve(ours), LONG_HEADER)
+        other_answer = await raw("127.0.0.1", await _serve(other), LONG_HEADER)
     finally:
         await ours.cleanup()
         await other.cleanup()

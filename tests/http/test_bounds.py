@@ -17,6 +17,7 @@ import pytest
 from service.keys import db_pool_key, redis_key
 from tests.support.api import PATH_SHORT, check_error, check_success, items_of
 from tests.support.common import SECRET, SERVICE_TOKEN, token_for
+from tests.support.live import raw
 
 
 @pytest.fixture
@@ -114,17 +115,6 @@ async def test_1000_requests_cancelled_mid_flight_leak_nothing(client, people):
 
 # Slow and huge clients ----------------------------------------------------------------------------
 
-async def raw(client, data: bytes, *, read_timeout: float = 5.0) -> bytes:
-    reader, writer = await asyncio.open_connection(client.host, client.port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        async with asyncio.timeout(read_timeout):
-            return await reader.read()  # until the server closes
-    finally:
-        writer.close()
-
-
 async def test_a_trickled_body_gets_408_and_frees_the_connection(make_client, settings, people):
     client = await make_client(dataclasses.replace(settings, body_timeout_seconds=0.3))
     reader, writer = await asyncio.open_connection(client.host, client.port)
@@ -152,7 +142,8 @@ async def test_trickled_headers_are_cut_off_by_the_keepalive_bound(make_client, 
     client = await make_client(dataclasses.replace(settings, http_keepalive_seconds=0.5))
     start = time.perf_counter()
     # Half a request, then nothing (slowloris): the server closes the connection.
-    data = await raw(client, f"GET {PATH_SHORT} HTTP/1.1\r\nHost: x\r\nX-Slow: a".encode())
+    data = await raw(client.host, client.port,
+                     f"GET {PATH_SHORT} HTTP/1.1\r\nHost: x\r\nX-Slow: a".encode())
     assert data == b"" and time.perf_counter() - start < 3.0
 
 
@@ -170,7 +161,7 @@ async def test_trickled_headers_are_cut_off_by_the_keepalive_bound(make_client, 
 ], ids=["header-value", "request-line", "header-count", "tls-hello", "nul"])
 async def test_malformed_or_oversized_requests(client, request_bytes, caplog):
     caplog.set_level(logging.DEBUG)
-    data = await raw(client, request_bytes)
+    data = await raw(client.host, client.port, request_bytes)
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith((b"HTTP/1.1 4", b"HTTP/1.0 4")), data[:80]
     head_text = head.decode("latin-1").lower()

@@ -4,7 +4,6 @@ headers, while the metrics and the access log record the real outcome."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
@@ -18,6 +17,7 @@ from service.http.coupons import PATH_MALL_ROUTER, PATH_SHORT, ROUTE_NAME
 from service.keys import recorder_key
 from tests.support.api import check_error, check_success
 from tests.support.common import token_for
+from tests.support.live import raw
 
 QUERY = {"client": "work", "type": "17"}
 
@@ -32,17 +32,6 @@ async def people(rows) -> None:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-async def raw(client, data: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection(client.host, client.port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        async with asyncio.timeout(5):
-            return await reader.read()
-    finally:
-        writer.close()
 
 
 # (name, how to ask, the real status, a header the error carries)
@@ -124,7 +113,7 @@ async def test_mall_style_503_of_a_locked_database(make_client, settings, people
 @pytest.mark.parametrize("style", ["http", "mall"])
 async def test_malformed_http_follows_the_style(make_client, settings, style):
     client = await make_client(dataclasses.replace(settings, error_style=style))
-    data = await raw(client, b"GET /api/v2/coupons HTTP/1.1\r\nHost: x\r\nX-Big: "
+    data = await raw(client.host, client.port, b"GET /api/v2/coupons HTTP/1.1\r\nHost: x\r\nX-Big: "
                      + b"a" * 9000 + b"\r\n\r\n")
     head, _, body = data.partition(b"\r\n\r\n")
     # HTTP/1.0 or 1.1: aiohttp answers a request line it could not parse in 1.0.

@@ -48,3 +48,16 @@ def live_server(settings: Settings, clock: Clock | None = None) -> Iterator[str]
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
+
+
+async def raw(host: str, port: int, data: bytes, *, read_timeout: float = 5.0) -> bytes:
+    """Bytes sent as they are on a connection of its own; what came back until the server
+    closed it (malformed or slow HTTP, which no client library sends)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(read_timeout):
+            return await reader.read()
+    finally:
+        writer.close()
