@@ -99,8 +99,9 @@ class PageBytes(web.StreamResponse):
     already gone is a ConnectionResetError, which aiohttp treats as a client that went away."""
 
     def __init__(self, head: bytes, request_id: str, body: bytes,
-                 date_line: Callable[[], bytes]) -> None:
+                 date_line: Callable[[], bytes], outcome: str) -> None:
         super().__init__()
+        self.outcome = outcome  # its X-Cache, which is in the bytes, not in `headers`
         self._head = head
         self._request_id = request_id
         self._page = body

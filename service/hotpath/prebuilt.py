@@ -38,6 +38,13 @@ class PageResponse(web.Response):
 COMPLETE = (PageResponse, PageBytes)
 
 
+def outcome_of(response: web.StreamResponse) -> str | None:
+    """A response's cache outcome (X-Cache), for the request's log line and metrics."""
+    if isinstance(response, PageBytes):
+        return response.outcome
+    return response.headers.get(X_CACHE)
+
+
 @functools.lru_cache(maxsize=4096)
 def page_headers(etag: str, outcome: str) -> CIMultiDictProxy[str]:
     """A page's headers, built once per page version (a web.Response copies them), with the ones
@@ -79,7 +86,7 @@ def page_answer(request: web.Request, rid: str, body: bytes, etag: str, outcome:
     if if_none_match is None:
         if (prepared and request.method == "GET" and request.version == HttpVersion11
                 and request.keep_alive):
-            return PageBytes(head_of(etag, outcome, len(body)), rid, body, date_line)
+            return PageBytes(head_of(etag, outcome, len(body)), rid, body, date_line, outcome)
         response = PageResponse(body=body, headers=page_headers(etag, outcome))
     elif etag_matches(if_none_match, f'"{etag}"'):
         headers = CIMultiDict(page_headers(etag, outcome))

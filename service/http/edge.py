@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from service.auth.tokens import Principal
-from service.hotpath.prebuilt import COMPLETE
+from service.hotpath.prebuilt import COMPLETE, outcome_of
 from service.http.errors import answer_for, log_failure, request_id_of, styled, unavailable
 from service.http.headers import CACHE_CONTROL, COMMON, PRIVATE, X_REQUEST_ID
 from service.keys import principal_key, request_id_key, settings_key
@@ -177,7 +177,7 @@ class Edge:
             principal = request.get(principal_key)
             self.recorder.add(time.time(), rid, request.method, route, status,
                               time.monotonic() - start,
-                              response.headers.get("X-Cache") if response is not None else None,
+                              outcome_of(response) if response is not None else None,
                               principal.uniacid if principal is not None else None,
                               principal.member_id if principal is not None else None)
 

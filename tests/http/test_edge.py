@@ -15,7 +15,7 @@ from aiohttp import web
 from service.app import create_app
 from service.http.edge import TICK_SECONDS, Deadlines, Edge
 from service.http.health import healthz as coupons_handler
-from service.keys import recorder_key
+from service.keys import pages_key, recorder_key
 from service.observe.recorder import UNMATCHED, RequestRecorder
 from tests.support.api import check_error, coupons
 from tests.support.common import token_for
@@ -143,3 +143,24 @@ async def test_a_request_past_the_bound_is_answered_503(make_client, settings, r
     # The pool's connection was not lost to the cancelled statement: the next one answers.
     body = await coupons(client, token_for())
     assert body["data"]["total"] == 1
+
+
+async def test_every_outcome_is_recorded_also_as_prepared_bytes(rows, client, db, caplog) -> None:
+    """A miss and a Redis hit answered by the handler over keep-alive are prepared bytes too:
+    their outcome (which is in the bytes, not in the response's headers) still reaches the log
+    line and coupons_cache_requests_total."""
+    await rows.member(1, 1)
+    await rows.member_coupon(await rows.coupon(1))
+    await settle(client, db)
+    caplog.set_level("INFO", logger="service.access")
+    client.app[pages_key].local.clear()  # no local copy: the handler's path
+    seen = []
+    for rid in ("edge-miss", "edge-hit"):
+        _, headers = await fetch(client, token_for(), headers={"X-Request-ID": rid})
+        seen.append(headers["X-Cache"])
+        client.app[pages_key].local.clear()
+    client.app[recorder_key].flush()
+    logged = {getattr(r, "request_id", ""): r.fields["cache"] for r in caplog.records
+              if r.name == "service.access"}
+    assert seen == ["miss", "hit"]
+    assert (logged["edge-miss"], logged["edge-hit"]) == ("miss", "hit")
