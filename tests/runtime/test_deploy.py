@@ -8,7 +8,6 @@ import shlex
 import shutil
 import subprocess
 import tomllib
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,8 +16,8 @@ import yaml
 
 from service.runtime.cli import _parser
 from service.settings import Settings, load_settings
+from tests.support.processes import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 README = REPO / "README.md"

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from service.http.coupons import PATH_MALL_ROUTER, PATH_PLUGIN, PATH_SHORT, ROUTE_NAME
 
 # The repository's own copy of the seed (docs/seed/): a clone needs nothing beside it.
-SEED_DIR = Path(__file__).resolve().parents[2] / "docs" / "seed"
+SEED_DIR = Path(__file__).resolve().parent.parent.parent / "docs" / "seed"
 SEED = json.loads((SEED_DIR / "example-response.json").read_text(encoding="utf-8"))
 ITEM_KEYS = list(SEED["data"]["data"][0])
 COUPON_KEYS = list(SEED["data"]["data"][0]["belongs_to_coupon"])

