@@ -26,10 +26,23 @@ from tests.support.pg_replica import primary_and_standby, stop_standby
 from tests.support.rows import Rows, arranging_connection
 
 
+async def _migrated(primary_url: str, standby_url: str) -> None:
+    """The schema on the primary, and replayed by the standby: the app's replica pool prepares
+    the page statement when it connects, which needs the tables there."""
+    await migrate(primary_url)
+    primary = await asyncpg.connect(primary_url)
+    standby = await asyncpg.connect(standby_url)
+    try:
+        await caught_up(primary, standby)
+    finally:
+        await primary.close()
+        await standby.close()
+
+
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
     with primary_and_standby(tmp_path) as urls:
-        asyncio.run(migrate(urls[0]))
+        asyncio.run(_migrated(*urls))
         yield urls
 
 
