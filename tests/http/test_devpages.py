@@ -80,10 +80,19 @@ def browser():
 
 
 def _wait(driver, condition, what: str):
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.05).until(
-        lambda d: condition(d), message=what)
+    try:
+        return WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.05).until(
+            lambda d: condition(d), message=what)
+    except TimeoutException:
+        # What the page showed when it stopped: enough to tell a stall from a refusal.
+        toast = driver.find_element("id", "toast")
+        raise AssertionError(
+            f"{what}: {len(_ids(driver))} coupons, more={_more(driver)!r}, "
+            f"toast={toast.text!r} (shown: {toast.is_displayed()}), "
+            f"console={driver.get_log('browser')}") from None
 
 
 def _ids(driver) -> list[str]:
