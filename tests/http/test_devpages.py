@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 
@@ -40,7 +41,8 @@ def _browser_missing() -> str | None:
 @pytest.fixture(scope="module")
 def site(database_url: str, redis_url: str) -> Iterator[str]:
     """`make run`'s service: the demo data, the mall profile, development pages, the project's
-    default rate limits, the real clock (the demo's dates follow now())."""
+    default rate limits, the real clock (the demo's dates follow now()). A CACHE_PREFIX of its
+    own: no rate-limit bucket or cache epoch that another test left in the session's Redis."""
     async def arrange() -> None:
         async with arranging_connection(database_url):
             pass
@@ -50,7 +52,7 @@ def site(database_url: str, redis_url: str) -> Iterator[str]:
     settings = load_settings(env={}, database_url=database_url, redis_url=redis_url,
                              auth_jwt_secret=SECRET, response_shape="paginator",
                              error_style="mall", dev_pages=True, db_pool_min_size=1,
-                             db_pool_max_size=4)
+                             db_pool_max_size=4, cache_prefix=f"demo{secrets.token_hex(4)}")
     with live_server(settings, SystemClock()) as url:
         yield url
 

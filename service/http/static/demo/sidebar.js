@@ -15,7 +15,7 @@
   const state = {
     route: "", path: "", people: [], who: null,
     status: "", couponType: 0, page: 1,
-    loading: false, done: false, generation: 0, tabs: "",
+    loading: false, done: false, generation: 0, tabs: "", observer: null,
   };
   const $ = (id) => document.getElementById(id);
 
@@ -132,7 +132,15 @@
       return;
     }
     state.page = page + 1;
-    if (nearBottom()) load();
+    if (nearBottom()) {
+      load();
+    } else {
+      // Re-arm the observer: it reports only changes, and a scroll that brings the sentinel back
+      // before the next frame would otherwise look like no change at all (it was in view when
+      // this page was asked for), and the list would stop here.
+      state.observer.unobserve($("sentinel"));
+      state.observer.observe($("sentinel"));
+    }
   }
 
   function nearBottom() {
@@ -174,9 +182,10 @@
       if (state.status && state.couponType === 10) state.couponType = 0; // no 快过期 tab there
       restart();
     });
-    new IntersectionObserver((entries) => {
+    state.observer = new IntersectionObserver((entries) => {
       if (entries.some((e) => e.isIntersecting)) load();
-    }, { rootMargin: "200px" }).observe($("sentinel"));
+    }, { rootMargin: "200px" });
+    state.observer.observe($("sentinel"));
     state.couponType = 0;
     restart();
   }
