@@ -5,9 +5,9 @@ as the page cache's read (`CouponPages`). A call takes up to `lease` allowances 
 process keeps the ones beyond its own request for `lease_seconds` and admits the party's next
 requests from them without Redis, so a local hit needs no round trip at all most of the time.
 Every allowance is counted in Redis when it is taken, so the limits still hold across workers:
-never more requests than the rate allows; a lease that expires unused only makes the limit
-stricter, by at most `lease - 1` requests per worker and party. `lease` 1 is one call per
-request.
+never more requests than the rate allows. The script leases spares only out of the upper half
+of a party's burst, so the spares that expire unused cost at most half the burst, never the
+rate: a party below its rate is never refused. `lease` 1 is one call per request.
 The limiter guards the service, not correctness: when Redis fails, times out or the circuit is
 open it lets the request through (fails open), counts it in
 `coupons_rate_limit_failed_open_total` and logs at most one line per `LOG_EVERY_SECONDS`.
