@@ -17,14 +17,17 @@ At the end it prints the cache outcomes seen in `X-Cache` (hit ratio).
 
 from __future__ import annotations
 
+import base64
 import bisect
 import collections
+import hashlib
+import hmac
 import itertools
+import json
 import os
 import random
 import time
 
-import jwt
 from locust import HttpUser, between, events, task
 
 SECRET = os.environ.get("AUTH_JWT_SECRET", "dev-only-secret-change-me-0123456789abcdef")
@@ -48,10 +51,19 @@ def zipf_member() -> int:
     return MEMBERS[bisect.bisect_left(_WEIGHTS, random.random() * _WEIGHTS[-1])]
 
 
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
 def staff_token(staff: str, member: int) -> str:
+    """An HS256 JWT (RFC 7519) signed with the standard library: the locust image has no PyJWT,
+    and tests/runtime/test_locustfile.py checks that PyJWT verifies what this signs."""
     now = int(time.time())
-    return jwt.encode({"uniacid": UNIACID, "member_id": member, "sub": staff,
-                       "iat": now, "exp": now + 3600}, SECRET, algorithm="HS256")
+    claims = {"uniacid": UNIACID, "member_id": member, "sub": staff, "iat": now, "exp": now + 3600}
+    head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    body = _b64(json.dumps(claims, separators=(",", ":")).encode())
+    mac = hmac.new(SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{_b64(mac)}"
 
 
 class SidebarUser(HttpUser):
