@@ -31,6 +31,6 @@ EXPOSE 8080
 # SIGTERM: /readyz 503, listener closed, requests in flight finished, exit 0 (README).
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=5s --timeout=3s --start-period=15s --retries=3 \
-  CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=2).status != 200)"]
+  CMD ["python", "-c", "__import__('urllib.request').request.urlopen('http://127.0.0.1:8080/readyz',timeout=2)"]
 ENTRYPOINT ["python", "-m", "service"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "8080", "--workers", "2"]
