@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8080
 
-.PHONY: install run test lint bench fuzz clean
+.PHONY: install run test lint bench fuzz compose-check clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ bench: install
 # examples per operation and mode.
 fuzz: install
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1000} $(PY) -m pytest tests/http/test_fuzz.py -q $(PYTEST_ARGS)
+
+# docker-compose.yml run for real with podman and local stand-in images (deploy/README.md).
+compose-check:
+	$(PYTHON) deploy/compose_check.py
 
 lint: install
 	$(VENV)/bin/ruff check .
