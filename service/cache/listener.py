@@ -85,6 +85,8 @@ class InvalidationListener:
         self._synced: list[str] = []
         # This process's barriers in flight: token -> resolved once the consumer handled it.
         self._barriers: dict[str, asyncio.Future[None]] = {}
+        # ... and the newest epoch each of them was sent after.
+        self._expected: dict[str, str] = {}
         # Others' barriers reached while this listener was not covered: acknowledged once it
         # is (module docstring, "Acknowledging late").
         self._unacknowledged: collections.deque[str] = collections.deque(maxlen=256)
@@ -117,15 +119,22 @@ class InvalidationListener:
                         self.dsn, timeout=self.heartbeat * 5,
                         server_settings={"application_name": APPLICATION_NAME})
                     conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                    # The epoch before LISTEN: a flush by anyone after this read makes this
+                    # process's claim fail, so it asks that flusher for a handover instead of
+                    # flushing again (two epochs at once would split the cache between them).
+                    before = await self._newest_epoch()
                     await conn.add_listener(CHANNEL, self._on_notify)
                     self.connection = conn
                     self._connect_counted = False
                     self.pages.trust.listener_ready = True
-                    await self._cover(conn)
+                    # A wake is cleared before the work it asks for, never after: one set during
+                    # that work (a flush race lost in _prove: "ask again at once") must end the
+                    # next wait at once, not a heartbeat later.
+                    self._wake.clear()
+                    await self._cover(conn, before)
                     self._report()
                     backoff = 0.05
                     while not lost.is_set():
-                        self._wake.clear()
                         waits = {asyncio.ensure_future(lost.wait()),
                                  asyncio.ensure_future(self._wake.wait())}
                         try:
@@ -136,6 +145,7 @@ class InvalidationListener:
                                 waiting.cancel()
                         if lost.is_set():
                             break
+                        self._wake.clear()
                         async with asyncio.timeout(self.heartbeat):
                             await QUERIES.ping(conn)
                         if not self.pages.trust.covered:
@@ -177,18 +187,32 @@ class InvalidationListener:
         except CacheUnavailable:
             pass
 
-    async def _cover(self, conn: asyncpg.Connection) -> None:
+    async def _newest_epoch(self) -> str | None:
+        try:
+            return await self.pages.cache.current_epoch()
+        except CacheUnavailable:
+            return None  # read again at the barrier; Redis failing is handled there
+
+    async def _cover(self, conn: asyncpg.Connection, expected: str | None = None) -> None:
         """Send a barrier and wait until the consumer has handled it (module docstring, 2-4);
-        the trust says whether it proved coverage. Bounded: the heartbeat tries again."""
+        the trust says whether it proved coverage. Bounded: the heartbeat tries again.
+        `expected`: the newest epoch read before this barrier (before LISTEN on a connect); a
+        flush claims a new epoch only if it is still the newest."""
         if not self.pages.enabled:
             # CACHE_ENABLED=false: nothing is cached, nothing can be stale.
             if self.pages.trust.cover(self.pages.trust.losses) and not self._connect_counted:
                 self._connect_counted = True
                 metrics.LISTENER_CONNECTS.inc()
             return
+        if expected is None:
+            expected = await self._newest_epoch()
+            if expected is None:
+                log.warning("coverage not proven (CacheUnavailable); trying again")
+                return
         token = new_stamp()
         handled = asyncio.get_running_loop().create_future()
         self._barriers[token] = handled
+        self._expected[token] = expected
         try:
             await QUERIES.notify_barrier(conn, payload=f"sync:{token}")
             async with asyncio.timeout(ACK_WAIT_SECONDS + self.heartbeat * 5):
@@ -197,6 +221,7 @@ class InvalidationListener:
             log.warning("coverage barrier not handled in time; trying again")
         finally:
             self._barriers.pop(token, None)
+            self._expected.pop(token, None)
 
     async def _barrier(self, token: str) -> None:
         """A barrier reached by the consumer: this process's own (prove coverage), or another's
@@ -211,12 +236,12 @@ class InvalidationListener:
             return
         try:
             if not trust.covered:
-                await self._prove(token)
+                await self._prove(token, self._expected[token])
         finally:
             if not handled.done():
                 handled.set_result(None)
 
-    async def _prove(self, token: str) -> None:
+    async def _prove(self, token: str, expected: str) -> None:
         trust = self.pages.trust
         cache = self.pages.cache
         losses = trust.losses
@@ -225,7 +250,6 @@ class InvalidationListener:
             # The fence of a process that trusts the cache again must be past any write whose
             # notification it may have missed (service/db/repository.py).
             await self.repository.refresh_fence()
-            expected = await cache.current_epoch()
             epoch = None
             # (This listener's own entry, from before its loss, goes: it cannot acknowledge.)
             if await cache.listeners_alive(self.window_ms, gone=self.id) > 0:

@@ -343,6 +343,14 @@ async def test_two_workers_one_metrics_view_and_json_request_logs(
     assert {requests[f"m-{i}"]["member"] for i in range(30)} == {first["member"]}
     # From Redis, or from the local layer if the same worker served this page before.
     assert requests["m-3"]["cache"] in ("hit", "local")
+    # Started together, the workers flushed once and share one epoch: a second flush (one
+    # worker read the epoch after the other had claimed it) split the cache between them.
+    trusted_lines = [line for line in lines if line.get("msg", "").startswith("cache trusted:")]
+    assert sorted(line["pid"] for line in trusted_lines) == sorted(
+        {line["pid"] for line in trusted_lines}), "each worker trusted its cache once"
+    assert len({line["epoch"] for line in trusted_lines}) == 1, trusted_lines
+    assert sorted(line["msg"] for line in trusted_lines) == [
+        "cache trusted: flush", "cache trusted: handover"]
     # Secrets never reach the log: not the JWT secret, not a token, not the service token.
     assert SECRET not in output and "Bearer" not in output and "eyJ" not in output
     settings_lines = [line for line in lines if line.get("msg") == "effective settings"]
