@@ -10,8 +10,10 @@ socket of its own, and drives docker-compose against it:
 3. the locust profile, headless, for LOCUST_SECONDS (30): requests, failures, p50 and p99;
 4. a rolling restart of `app` under the same load, one replica at a time, each back to healthy
    before the next: the requests that failed meanwhile (the target is 0);
-5. every published port is bound to 127.0.0.1 and nothing else;
-6. the size of every image; then `down -v`, whatever happened before.
+5. every published port is bound to 127.0.0.1, and none answers on the host's other addresses;
+6. /metrics through the balancer (the workers' shared metrics directory on the tmpfs), then
+   `stop app`: each replica exits 0 on SIGTERM;
+7. the size of every image; then `down -v`, whatever happened before.
 
 podman here has no systemd to run health checks on their interval, so this script runs them
 (`podman healthcheck run`) on each container's own interval, as the engine would.
@@ -325,6 +327,36 @@ def published_ports(stack: Stack) -> list[str]:
     return out
 
 
+def reachable_beyond_loopback(published: list[str]) -> list[str]:
+    """Each published port tried on this host's other addresses: none may answer."""
+    addresses = subprocess.run(["hostname", "-I"], capture_output=True, text=True,
+                               check=False).stdout.split()
+    answered = []
+    for address in (a for a in addresses if ":" not in a and not a.startswith("127.")):
+        for port in (p.split("->")[0].rsplit(":", 1)[1] for p in published):
+            try:
+                with socket.create_connection((address, int(port)), timeout=1):
+                    answered.append(f"{address}:{port}")
+            except OSError:
+                pass
+    return answered
+
+
+def metrics_samples(base: str) -> int:
+    """The coupons_ samples of /metrics through lb (one replica's workers, merged by
+    prometheus-client from the multiprocess directory on the read-only image's tmpfs)."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(1 for line in text.splitlines() if line.startswith("coupons_"))
+
+
+def stop_codes(stack: Stack) -> list[int]:
+    """`compose stop app`: SIGTERM, drain, finish, and each replica's exit code (0 wanted)."""
+    apps = stack.containers("app")
+    stack.compose("stop", "-t", "30", "app")
+    return [stack.inspect(c)["State"]["ExitCode"] for c in apps]
+
+
 def image_sizes(stack: Stack, images: dict[str, str]) -> dict[str, str]:
     sizes = {}
     for name in [*images.values(), "coupons-sidebar:local"]:
@@ -385,6 +417,19 @@ def main() -> int:
             figures["published"] = published
             if any(not p.startswith("127.0.0.1:") for p in published):
                 failed.append(f"a port is published beyond 127.0.0.1: {published}")
+            reachable = reachable_beyond_loopback(published)
+            figures["published ports answering on another address"] = reachable
+            if reachable:
+                failed.append(f"published ports answer beyond 127.0.0.1: {reachable}")
+            say("metrics through lb, then a stop of app")
+            samples = metrics_samples(base)
+            figures["/metrics: coupons_ samples (workers' shared directory on the tmpfs)"] = samples
+            if not samples:
+                failed.append("/metrics had no coupons_ samples")
+            codes = stop_codes(stack)
+            figures["app stopped (SIGTERM): exit codes"] = codes
+            if any(code != 0 for code in codes):
+                failed.append(f"a replica did not exit 0 on SIGTERM: {codes}")
             figures["image sizes"] = image_sizes(stack, images)
         except (AssertionError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             detail = getattr(exc, "stderr", None) or ""
