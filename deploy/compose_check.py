@@ -6,7 +6,7 @@ socket of its own, and drives docker-compose against it:
 1. `up --build -d`, as the README says, then waits until every replica of `app` is healthy and
    the load balancer answers: the time to healthy;
 2. the README's curl, with a token from `python -m service token` in the app container: the
-   seed's six coupons in member 1's expired tab;
+   seed's six coupons in member 1's expired tab; the app's uid (not root) and its read-only root;
 3. the locust profile, headless, for LOCUST_SECONDS (30): requests, failures, p50 and p99;
 4. a rolling restart of `app` under the same load, one replica at a time, each back to healthy
    before the next: the requests that failed meanwhile (the target is 0);
@@ -189,6 +189,16 @@ def readme_curl(stack: Stack, base: str) -> list[int]:
     body = json.loads(out)
     assert body["result"] == 1, body
     return [item["id"] for item in body["data"]["data"]["data"]]
+
+
+def app_confinement(stack: Stack) -> tuple[int, bool]:
+    """The app's uid, and whether its root file system is mounted writable (read_only: it must
+    not be; the uid alone could not write to / anyway, so the mount itself is read)."""
+    probe = ("import os\n"
+             "root = [l.split()[3] for l in open('/proc/self/mounts') if l.split()[1] == '/']\n"
+             "print(os.getuid(), 'rw' in root[-1].split(','))")
+    out = stack.compose("exec", "-T", "app", "python", "-c", probe).stdout.split()
+    return int(out[0]), out[1] == "True"
 
 
 def locust(stack: Stack, seconds: int) -> dict:
@@ -402,6 +412,10 @@ def main() -> int:
             figures["README curl: expired tab of member 1"] = ids
             if not set(SEED_IDS) <= set(ids) or [i for i in ids if i in SEED_IDS] != SEED_IDS:
                 failed.append(f"the README's curl did not show the seed's six: {ids}")
+            user, writable = app_confinement(stack)
+            figures["app: uid, root file system writable"] = [user, writable]
+            if user == 0 or writable:
+                failed.append(f"app runs as uid {user}, root writable: {writable}")
             say(f"locust, headless, {LOCUST_USERS} users for {LOCUST_SECONDS} s")
             load = locust(stack, LOCUST_SECONDS)
             figures["locust"] = load
