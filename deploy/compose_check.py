@@ -10,7 +10,9 @@ socket of its own, and drives docker-compose against it:
 3. the locust profile, headless, for LOCUST_SECONDS (30): requests, failures, p50 and p99;
 4. a rolling restart of `app` under the same load, one replica at a time, each back to healthy
    before the next: the requests that failed meanwhile (the target is 0);
-5. every published port is bound to 127.0.0.1, and none answers on the host's other addresses;
+5. Redis stopped: every replica unready, and lb's unchecked fallback still reaches them (answers
+   from PostgreSQL, X-Cache bypass); Redis started again;
+   every published port is bound to 127.0.0.1, and none answers on the host's other addresses;
 6. /metrics through the balancer (the workers' shared metrics directory on the tmpfs), then
    `stop app`: each replica exits 0 on SIGTERM;
 7. the size of every image; then `down -v`, whatever happened before.
@@ -24,6 +26,7 @@ Exit status 0 only if every step passed; the figures are printed either way.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import json
 import os
 import re
@@ -188,7 +191,42 @@ def readme_curl(stack: Stack, base: str) -> list[int]:
                          text=True, capture_output=True, check=True, timeout=30).stdout
     body = json.loads(out)
     assert body["result"] == 1, body
-    return [item["id"] for item in body["data"]["data"]["data"]]
+    return [item["id"] for item in body["data"]["data"]["data"]], token
+
+
+def without_redis(stack: Stack, base: str, token: str) -> list[str]:
+    """Redis stopped: every replica's /readyz fails and lb takes them all out of rotation; its
+    unchecked fallback servers still reach them, and they answer from PostgreSQL. Then Redis
+    back, and both replicas back in rotation."""
+    stack.compose("stop", "-t", "2", "redis")
+    try:
+        deadline = time.monotonic() + 30
+        while any(row["status"] == "UP" for row in balancer(stack)
+                  if row["svname"].startswith("app")):
+            if time.monotonic() > deadline:
+                raise AssertionError("lb kept a replica in rotation without Redis")
+            time.sleep(0.25)
+        url = f"{base}/api/v2/coupons?status_request=2&type=17&client=work&page=1"
+        outcomes = []
+        for _ in range(5):
+            request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+            try:
+                with urllib.request.urlopen(request, timeout=5) as resp:
+                    body = json.loads(resp.read())
+                    ok = body.get("result") == 1
+                    outcomes.append(f"{resp.status if ok else 'result 0'} "
+                                    f"{resp.headers.get('X-Cache')}")
+            except OSError as exc:
+                outcomes.append(f"{getattr(exc, 'code', type(exc).__name__)}")
+        return outcomes
+    finally:
+        stack.compose("start", "redis")
+        deadline = time.monotonic() + 60
+        while sum(row["status"] == "UP" for row in balancer(stack)
+                  if row["svname"].startswith("app")) < len(stack.containers("app")):
+            if time.monotonic() > deadline:
+                raise AssertionError("the replicas did not come back into rotation")
+            time.sleep(0.25)
 
 
 def app_confinement(stack: Stack) -> tuple[int, bool]:
@@ -381,6 +419,14 @@ def main() -> int:
         print("compose-check needs Debian's " + ", ".join(missing) + ": apt-get install -y "
               + " ".join(missing), file=sys.stderr)
         return 2
+    # One check at a time on a machine: they share the project name, and one's `down -v`
+    # would remove the network another is creating.
+    lock = open(os.path.join(tempfile.gettempdir(), "coupons-compose-check.lock"), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("compose-check: another compose check is running here", file=sys.stderr)
+        return 2
     env = {**os.environ, "CONTAINERS_CONF": os.environ.get(
         "CONTAINERS_CONF", str(STANDINS / "containers.conf"))}
     figures: dict[str, object] = {}
@@ -408,7 +454,7 @@ def main() -> int:
             figures["up (build included) to healthy"] = \
                 f"{wait_healthy(stack, base, up_started):.1f} s"
             say("the README's curl")
-            ids = readme_curl(stack, base)
+            ids, token = readme_curl(stack, base)
             figures["README curl: expired tab of member 1"] = ids
             if not set(SEED_IDS) <= set(ids) or [i for i in ids if i in SEED_IDS] != SEED_IDS:
                 failed.append(f"the README's curl did not show the seed's six: {ids}")
@@ -427,6 +473,11 @@ def main() -> int:
             figures["rolling restart: seconds per replica"] = took
             if restart["failures"]:
                 failed.append(f"{restart['failures']} requests failed during the restart")
+            say("Redis stopped: every replica unready, lb's fallback still reaches the service")
+            outcomes = without_redis(stack, base, token)
+            figures["Redis stopped: answers through lb (status, X-Cache)"] = outcomes
+            if any(o != "200 bypass" for o in outcomes):
+                failed.append(f"with Redis stopped, lb answered {outcomes}")
             published = published_ports(stack)
             figures["published"] = published
             if any(not p.startswith("127.0.0.1:") for p in published):
@@ -454,6 +505,12 @@ def main() -> int:
             if failed:
                 logs = stack.compose("logs", "--no-color", "--tail", "60", "lb", check=False)
                 print(logs.stdout[-6000:], file=sys.stderr)
+                # The replicas' warnings and every /readyz that was not a quick 200.
+                logs = stack.compose("logs", "--no-color", "app", check=False)
+                for line in logs.stdout.splitlines():
+                    if '"WARNING"' in line or '"ERROR"' in line or (
+                            '"/readyz"' in line and '"status":200' not in line):
+                        print(line[:400], file=sys.stderr)
             if os.environ.get("COMPOSE_CHECK_KEEP") == "1":
                 say(f"left up (COMPOSE_CHECK_KEEP=1): DOCKER_HOST={docker_host}, project "
                     f"{PROJECT}, {base}; Enter takes it down")

@@ -137,6 +137,8 @@ def test_the_balancer_sends_to_every_ready_replica(services) -> None:
     config = HAPROXY.read_text(encoding="utf-8")
     lines = [line.split("#")[0].strip() for line in config.splitlines()]
     assert f"server-template app 4 app:{port}" in lines
+    assert f"server-template fallback 4 app-unchecked:{port} backup no-check" in lines
+    assert services["app"]["networks"]["default"]["aliases"] == ["app-unchecked"]
     assert "option httpchk GET /readyz" in lines
     assert "retry-on conn-failure empty-response" in lines
     bind = next(line for line in lines if line.startswith("bind "))
