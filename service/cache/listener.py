@@ -83,10 +83,9 @@ class InvalidationListener:
         self.window_ms = max(1000, int(self.heartbeat * 3000))
         self._progress = asyncio.Condition()
         self._synced: list[str] = []
-        # This process's barriers in flight: token -> resolved once the consumer handled it.
-        self._barriers: dict[str, asyncio.Future[None]] = {}
-        # ... and the newest epoch each of them was sent after.
-        self._expected: dict[str, str] = {}
+        # This process's barriers in flight: token -> (resolved once the consumer handled it,
+        # the newest epoch it was sent after).
+        self._barriers: dict[str, tuple[asyncio.Future[None], str]] = {}
         # Others' barriers reached while this listener was not covered: acknowledged once it
         # is (module docstring, "Acknowledging late").
         self._unacknowledged: collections.deque[str] = collections.deque(maxlen=256)
@@ -211,8 +210,7 @@ class InvalidationListener:
                 return
         token = new_stamp()
         handled = asyncio.get_running_loop().create_future()
-        self._barriers[token] = handled
-        self._expected[token] = expected
+        self._barriers[token] = (handled, expected)
         try:
             await QUERIES.notify_barrier(conn, payload=f"sync:{token}")
             async with asyncio.timeout(ACK_WAIT_SECONDS + self.heartbeat * 5):
@@ -221,22 +219,22 @@ class InvalidationListener:
             log.warning("coverage barrier not handled in time; trying again")
         finally:
             self._barriers.pop(token, None)
-            self._expected.pop(token, None)
 
     async def _barrier(self, token: str) -> None:
         """A barrier reached by the consumer: this process's own (prove coverage), or another's
         (acknowledge it, if covered)."""
         trust = self.pages.trust
-        handled = self._barriers.get(token)
-        if handled is None:
+        mine = self._barriers.get(token)
+        if mine is None:
             if trust.usable and self.pages.cache.epoch is not None:
                 await self.pages.cache.acknowledge(token, self.pages.cache.epoch)
             else:
                 self._unacknowledged.append(token)
             return
+        handled, expected = mine
         try:
             if not trust.covered:
-                await self._prove(token, self._expected[token])
+                await self._prove(token, expected)
         finally:
             if not handled.done():
                 handled.set_result(None)
