@@ -70,13 +70,13 @@ class Stack:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
 
-    def compose(self, *args: str, check: bool = True, capture: bool = True, load: bool = False,
+    def compose(self, *args: str, check: bool = True, load: bool = False,
                 timeout: float = 900) -> subprocess.CompletedProcess[str]:
         """`load`: with the `load` profile (locust), for `run locust` and `down`."""
         profile = ["--profile", "load"] if load else []
         return subprocess.run(["docker-compose", "-p", PROJECT, *profile, *args],
                               cwd=REPO, env=self.env, text=True, check=check, timeout=timeout,
-                              capture_output=capture)
+                              capture_output=True)
 
     def podman(self, *args: str, check: bool = True) -> str:
         return subprocess.run(["podman", *args], env=self.env, text=True, check=check,
@@ -163,6 +163,21 @@ class HealthChecks(threading.Thread):
         self.join(timeout=10)
 
 
+def wait_until(condition, deadline: float, what: str) -> None:
+    """Poll `condition` every 250 ms until it holds; past `deadline` (monotonic), fail naming
+    `what`."""
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(what)
+        time.sleep(0.25)
+
+
+def in_rotation(stack: Stack) -> list[dict[str, str]]:
+    """lb's checked servers of `app` that are UP (the unchecked fallbacks aside)."""
+    return [row for row in balancer(stack)
+            if row["svname"].startswith("app") and row["status"] == "UP"]
+
+
 def wait_healthy(stack: Stack, base: str, started: float) -> float:
     deadline = started + HEALTHY_TIMEOUT
     while time.monotonic() < deadline:
@@ -178,8 +193,9 @@ def wait_healthy(stack: Stack, base: str, started: float) -> float:
     raise AssertionError(f"the stack was not healthy within {HEALTHY_TIMEOUT} s")
 
 
-def readme_curl(stack: Stack, base: str) -> list[int]:
-    """The README's compose curl, as written there, with the token it says how to get."""
+def readme_curl(stack: Stack, base: str) -> tuple[list[int], str]:
+    """The README's compose curl, as written there, with the token it says how to get: the ids
+    it answered, and that token."""
     token = stack.compose("exec", "-T", "app", "python", "-m", "service", "token",
                           "--uniacid", "1", "--member", "1").stdout.strip()
     readme = (REPO / "README.md").read_text(encoding="utf-8")
@@ -200,12 +216,8 @@ def without_redis(stack: Stack, base: str, token: str) -> list[str]:
     back, and both replicas back in rotation."""
     stack.compose("stop", "-t", "2", "redis")
     try:
-        deadline = time.monotonic() + 30
-        while any(row["status"] == "UP" for row in balancer(stack)
-                  if row["svname"].startswith("app")):
-            if time.monotonic() > deadline:
-                raise AssertionError("lb kept a replica in rotation without Redis")
-            time.sleep(0.25)
+        wait_until(lambda: not in_rotation(stack), time.monotonic() + 30,
+                   "lb kept a replica in rotation without Redis")
         url = f"{base}/api/v2/coupons?status_request=2&type=17&client=work&page=1"
         outcomes = []
         for _ in range(5):
@@ -221,12 +233,9 @@ def without_redis(stack: Stack, base: str, token: str) -> list[str]:
         return outcomes
     finally:
         stack.compose("start", "redis")
-        deadline = time.monotonic() + 60
-        while sum(row["status"] == "UP" for row in balancer(stack)
-                  if row["svname"].startswith("app")) < len(stack.containers("app")):
-            if time.monotonic() > deadline:
-                raise AssertionError("the replicas did not come back into rotation")
-            time.sleep(0.25)
+        replicas = len(stack.containers("app"))
+        wait_until(lambda: len(in_rotation(stack)) >= replicas, time.monotonic() + 60,
+                   "the replicas did not come back into rotation")
 
 
 def app_confinement(stack: Stack) -> tuple[int, bool]:
@@ -292,7 +301,7 @@ def _percentile(histogram: dict[float, int], q: float) -> float | None:
     return max(histogram)
 
 
-def rolling_restart(stack: Stack, base: str) -> tuple[dict, list[float]]:
+def rolling_restart(stack: Stack) -> tuple[dict, list[float]]:
     """Each replica of `app` restarted in turn (SIGTERM: drain, finish, exit), the next only once
     the one before is healthy again, while locust runs; the failures locust saw."""
     apps = stack.containers("app")
@@ -307,17 +316,14 @@ def rolling_restart(stack: Stack, base: str) -> tuple[dict, list[float]]:
         stack.podman("restart", "--time", "30", container)
         # Healthy again means a check that passed after this start: the status itself may
         # still read "healthy" from before the restart.
-        while not passed_since_start(stack.inspect(container)["State"]):
-            if time.monotonic() - started > 120:
-                raise AssertionError(f"replica {container[:12]} was not healthy again in 120 s")
-            time.sleep(0.25)
+        deadline = started + 120
+        wait_until(lambda c=container: passed_since_start(stack.inspect(c)["State"]), deadline,
+                   f"replica {container[:12]} was not healthy again in 120 s")
         # ... and back in the balancer's rotation, at its new address, before the next goes.
         address = ip_of(stack.inspect(container))
-        while not any(row["addr"].split(":")[0] == address and row["status"] == "UP"
-                      for row in balancer(stack)):
-            if time.monotonic() - started > 120:
-                raise AssertionError(f"lb did not put {container[:12]} ({address}) back")
-            time.sleep(0.25)
+        wait_until(lambda a=address: any(row["addr"].split(":")[0] == a
+                                          for row in in_rotation(stack)), deadline,
+                   f"lb did not put {container[:12]} ({address}) back")
         took.append(round(time.monotonic() - started, 1))
     runner.join()
     if not outcome:
@@ -468,7 +474,7 @@ def main() -> int:
             if load["failures"] or not load["requests"]:
                 failed.append(f"locust: {load['failures']} failures of {load['requests']}")
             say("a rolling restart of app under load")
-            restart, took = rolling_restart(stack, base)
+            restart, took = rolling_restart(stack)
             figures["rolling restart: locust"] = restart
             figures["rolling restart: seconds per replica"] = took
             if restart["failures"]:
