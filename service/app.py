@@ -30,7 +30,7 @@ from service.keys import (
     verifier_key,
 )
 from service.limits import limiter
-from service.observe.setup import setup_recorder
+from service.observe.setup import setup_lag, setup_recorder
 from service.settings import Settings
 
 
@@ -48,10 +48,12 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     # First: the recorder's last flush runs after every other context has closed, so that the
     # requests answered during the drain are in it too.
     setup_recorder(app)
+    setup_lag(app)
     deadlines = setup_deadlines(app)
     setup_database(app)
     setup_redis(app)
     setup_pages(app)
     setup_routes(app, Edge(app[recorder_key], deadlines, error_style=settings.error_style,
-                           max_body_bytes=settings.max_body_bytes))
+                           max_body_bytes=settings.max_body_bytes,
+                           max_in_flight=settings.max_requests_in_flight))
     return app

@@ -18,6 +18,7 @@ from service.coupons.pages import CouponPages
 from service.db.repository import CouponRepository
 from service.limits.limiter import RateLimiter
 from service.observe.recorder import RequestRecorder
+from service.runtime.lag import LagMonitor
 from service.settings import Settings
 
 settings_key = web.AppKey("settings_key", Settings)
@@ -32,6 +33,7 @@ listener_key = web.AppKey("listener_key", InvalidationListener)
 # Set when the process received SIGTERM: /readyz answers 503 from then on.
 draining_key = web.AppKey("draining_key", asyncio.Event)
 recorder_key = web.AppKey("recorder_key", RequestRecorder)
+lag_key = web.AppKey("lag_key", LagMonitor)
 verifier_key = web.AppKey("verifier_key", TokenVerifier)
 limiter_key = web.AppKey("limiter_key", RateLimiter)
 openapi_key = web.AppKey("openapi_key", bytes)

@@ -51,6 +51,7 @@ from service.coupons.pages import CouponPages
 from service.db.queries import QUERIES
 from service.db.repository import CouponRepository
 from service.observe import metrics
+from service.runtime.lag import Bound
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,9 @@ class InvalidationListener:
                         if lost.is_set():
                             break
                         self._wake.clear()
-                        async with asyncio.timeout(self.heartbeat):
+                        # A ping that came back while the loop was busy is not a dead
+                        # connection: losing it would flush every worker's cache under load.
+                        async with Bound(self.heartbeat, self.heartbeat * 5):
                             await QUERIES.ping(conn)
                         if not self.pages.trust.covered:
                             await self._cover(conn)

@@ -38,6 +38,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from service.observe import metrics
+from service.runtime.lag import Bound, Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,10 @@ HEADER = 52
 # How long a barrier's acknowledgement and a tenant token live (ms); a token is refreshed by
 # every miss that reads it, so it outlives the pages stored under it.
 ACK_TTL_MS = 30_000
+# A call's bound grows by one budget each time its timer fires late (the loop was busy, not
+# Redis), by this much in all (service/runtime/lag.py): a request's call waits at most 0.55 s at
+# REDIS_TIMEOUT_SECONDS 0.05, an invalidation's 1.5 s.
+LAG_ALLOWANCE_SECONDS = 0.5
 
 
 def new_stamp() -> str:
@@ -97,6 +102,12 @@ class Prepared:
 
 class CacheUnavailable(Exception):
     """Redis failed, timed out, or the circuit is open: the caller goes to PostgreSQL."""
+
+
+class CacheLagged(CacheUnavailable, Overloaded):
+    """A call ran out of time while this process's own event loop was late (its timers fired
+    late, service/runtime/lag.py): not Redis's failure. Where a failure loses nothing (a read),
+    the request is shed (503); where it might (an invalidation), it counts as unavailable."""
 
 
 class CircuitBreaker:
@@ -195,13 +206,20 @@ class PageCache:
             raise CacheUnavailable("circuit open")
         task = asyncio.current_task()
         cancels = task.cancelling() if task is not None else 0
+        budget = budget or self.timeout
+        bound = Bound(budget, budget + LAG_ALLOWANCE_SECONDS)
         try:
             # A timeout cancels the command inside redis-py, which then drops that connection
             # instead of reusing it one reply behind.
-            async with asyncio.timeout(budget or self.timeout):
+            async with bound:
                 result = await make()
         except (RedisError, OSError, TimeoutError) as exc:
             self._stay_cancelled(task, cancels)
+            if bound.lagged:
+                # Out of time because this process's loop was late, not Redis: the breaker
+                # does not count it, and the caller sheds rather than blaming Redis.
+                metrics.REDIS_ERRORS.labels("loop_late").inc()
+                raise CacheLagged("the event loop was late") from exc
             self.breaker.failure()
             metrics.REDIS_ERRORS.labels(
                 "timeout" if isinstance(exc, TimeoutError) else "error").inc()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -26,11 +27,28 @@ from service.keys import (
 )
 from service.runtime.tasks import stop_task
 
+# Connections each worker opens to Redis before it serves: a connection's setup (DNS, TCP,
+# the client's handshake) inside a request's 50 ms bound was the first load's failure after a
+# start (deploy/README.md), and more are opened on demand up to REDIS_MAX_CONNECTIONS.
+WARM_CONNECTIONS = 8
+
+
+async def warm(client: Any, connections: int, seconds: float) -> None:
+    """Open `connections` pooled connections at once (one PING each), within `seconds`; a Redis
+    that is down now only leaves them to be opened later (the breaker handles it)."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(seconds):
+            await asyncio.gather(*(client.ping() for _ in range(connections)))
+
 
 def setup_redis(app: web.Application) -> None:
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-        client = connect_redis(app[settings_key])
+        settings = app[settings_key]
+        client = connect_redis(settings)
         app[redis_key] = client
+        if not settings.redis_cluster:
+            await warm(client, min(WARM_CONNECTIONS, settings.redis_max_connections),
+                       settings.readiness_timeout_seconds)
         try:
             yield
         finally:

@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 from service.cache.contacts import ContactCache, ContactKey
 from service.cache.local import LocalCache
-from service.cache.redis import CachedPage, CacheUnavailable, PageCache
+from service.cache.redis import CachedPage, CacheLagged, CacheUnavailable, PageCache
 from service.cache.trust import CacheTrust
 from service.coupons.errors import NotFollowing
 from service.coupons.flight import SingleFlight
@@ -170,6 +170,10 @@ class CouponPages:
 
         try:
             replies = await self.cache.batch(queue, RateLimiter.load)
+        except CacheLagged:
+            # This process's own loop was late, not Redis: shed (503), neither failing the
+            # limiter open nor sending the request to PostgreSQL (service/runtime/lag.py).
+            raise
         except CacheUnavailable as exc:
             self.limiter.fail_open(str(exc))
             read_failed = True
@@ -190,6 +194,8 @@ class CouponPages:
         try:
             replies = await self.cache.batch(
                 lambda pipe: self.limiter.queue(pipe, checks, now_ms), RateLimiter.load)
+        except CacheLagged:
+            raise  # shed, as in `get`
         except CacheUnavailable as exc:
             self.limiter.fail_open(str(exc))
             return
@@ -225,6 +231,8 @@ class CouponPages:
             try:
                 cached = await self.cache.get(query.uniacid, query.member_id or 0, field,
                                               int(now.timestamp()))
+            except CacheLagged:
+                raise  # shed, as in `get`
             except CacheUnavailable:
                 read_failed = True
         if read_failed:
@@ -251,6 +259,8 @@ class CouponPages:
         member = (query.uniacid, query.member_id)
         try:
             prepared = await self.cache.prepare(*member, field)
+        except CacheLagged:
+            raise  # shed, as in `get`
         except CacheUnavailable:
             return await self._from_database(query, now, outcome="miss")
         if not prepared.lease:

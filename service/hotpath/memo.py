@@ -46,7 +46,7 @@ class Resolved:
 
 class ResolvedMemo(dict):
     """Resolved requests by key (`get_key`, `post_key`). Only what succeeded is kept; bounded
-    (4,096 keys of at most about 1.5 KiB), oldest out first."""
+    (MEMO_ENTRIES keys of at most about 1.5 KiB, typically 0.6 KiB), oldest out first."""
 
     def __init__(self, max_entries: int = 4096) -> None:
         super().__init__()  # a dict itself: `get` is one C call on the hot path

@@ -59,7 +59,7 @@ class Coupons:
         settings = app[settings_key]
         self.app = app
         hot = settings.hot_path_enabled
-        self.memo: ResolvedMemo | None = ResolvedMemo() if hot else None
+        self.memo: ResolvedMemo | None = ResolvedMemo(settings.memo_entries) if hot else None
         # Read here, not at import: service/compat/aiohttp.py decides per aiohttp version.
         self.prepared = hot and compat_aiohttp.PREPARED_BYTES
         self.validate = Validator() if hot else Validator(max_entries=0)

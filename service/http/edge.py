@@ -31,6 +31,7 @@ from service.hotpath.prebuilt import COMPLETE, outcome_of
 from service.http.errors import answer_for, log_failure, request_id_of, styled, unavailable
 from service.http.headers import CACHE_CONTROL, COMMON, PRIVATE, X_REQUEST_ID
 from service.keys import principal_key, request_id_key, settings_key
+from service.observe import metrics
 from service.observe.recorder import CANCELLED, UNMATCHED, RequestRecorder
 from service.runtime.tasks import setup_ticker
 
@@ -80,6 +81,11 @@ def setup_deadlines(app: web.Application) -> Deadlines:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def _shed(request: web.Request) -> web.StreamResponse:
+    """The answer past the admission bound: the 503 envelope with Retry-After."""
+    return unavailable()
 # Given the request and its id: a complete response (the id in it), who it was for and its cache
 # outcome (the request log line's tenant, member and cache), or None.
 Fast = Callable[[web.Request, str], tuple[web.StreamResponse, Principal, str] | None]
@@ -89,8 +95,12 @@ class Edge:
     """Routes registered through it, each wrapped in the edge."""
 
     def __init__(self, recorder: RequestRecorder, deadlines: Deadlines, *,
-                 error_style: str = "http", max_body_bytes: int = 65536) -> None:
+                 error_style: str = "http", max_body_bytes: int = 65536,
+                 max_in_flight: int = 0) -> None:
         self.recorder = recorder
+        # MAX_REQUESTS_IN_FLIGHT (0: none): the admission bound of the routes that ask for it.
+        self.max_in_flight = max_in_flight or None
+        self.admitted = 0  # their requests in flight now
         self.deadlines = deadlines
         self.error_style = error_style  # ERROR_STYLE (service/http/errors.py: styled)
         self.max_body_bytes = max_body_bytes  # the 413's message names it
@@ -98,11 +108,13 @@ class Edge:
         self.closed = False
 
     def route(self, router: web.UrlDispatcher, method: str, path: str, handler: Handler, *,
-              fast: Fast | None = None) -> None:
+              fast: Fast | None = None, admit: bool = False) -> None:
+        """`admit`: the route's requests that wait (not its fast path's, which never do) count
+        against MAX_REQUESTS_IN_FLIGHT."""
         if self.closed:
             raise RuntimeError("a route added after Edge.close would never be reached")
         allowed = self._methods.setdefault(path, set())
-        wrapped = self.wrap(handler, path, fast)
+        wrapped = self.wrap(handler, path, fast, admit)
         if method == "GET":
             router.add_get(path, wrapped)  # and HEAD
             allowed.update(("GET", "HEAD"))
@@ -129,9 +141,10 @@ class Edge:
         router.add_route("*", "/{tail:.*}", self.wrap(not_found, UNMATCHED))
         self.closed = True
 
-    def wrap(self, handler: Handler, route: str, fast: Fast | None = None) -> Handler:
+    def wrap(self, handler: Handler, route: str, fast: Fast | None = None,
+             admit: bool = False) -> Handler:
         record = self.recorder.add
-        general = self._general
+        general = self._admitted if admit else self._general
 
         async def edge(request: web.Request) -> web.StreamResponse:
             start = time.monotonic()
@@ -152,6 +165,21 @@ class Edge:
 
         edge.edge_route = route  # type: ignore[attr-defined]  # tests: nothing escapes the edge
         return edge
+
+    async def _admitted(self, request: web.Request, handler: Handler, route: str, rid: str,
+                        start: float) -> web.StreamResponse:
+        """`_general` within the admission bound. Past it the request is shed at once: waiting
+        in line behind the ones in flight would only add its wait to everyone's, and a late
+        loop makes each dependency look slow (service/runtime/lag.py); a 503 with Retry-After
+        costs little and tells the mall's page to try again."""
+        if self.max_in_flight is not None and self.admitted >= self.max_in_flight:
+            metrics.SHED.labels("in_flight").inc()
+            return await self._general(request, _shed, route, rid, start)
+        self.admitted += 1
+        try:
+            return await self._general(request, handler, route, rid, start)
+        finally:
+            self.admitted -= 1
 
     async def _general(self, request: web.Request, handler: Handler, route: str, rid: str,
                        start: float) -> web.StreamResponse:

@@ -22,6 +22,8 @@ from service.coupons.errors import MemberElsewhere, MemberNotFound, NotFollowing
 from service.db.repository import UseRefused
 from service.http.headers import COMMON
 from service.limits.limiter import RateLimited
+from service.observe import metrics
+from service.runtime.lag import Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +167,10 @@ def answer_for(exc: Exception, rid: str, max_body_bytes: int) -> web.Response:
             msg = f"请求体超过 {_size(max_body_bytes)} 上限"
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return envelope(exc.status, msg, {field: [msg]}, headers)
+    if isinstance(exc, Overloaded):
+        # Past capacity: shed at once, expected under overload, so not logged per request.
+        metrics.SHED.labels("loop_late").inc()
+        return unavailable()
     log_failure(exc, rid)
     if isinstance(exc, UNAVAILABLE):
         return unavailable()

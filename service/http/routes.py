@@ -17,8 +17,8 @@ def setup_routes(app: web.Application, edge: Edge) -> None:
     router = app.router
     coupons = Coupons(app)
     for path in PATHS:
-        edge.route(router, "GET", path, coupons, fast=coupons.fast)
-        edge.route(router, "POST", path, coupons)
+        edge.route(router, "GET", path, coupons, fast=coupons.fast, admit=True)
+        edge.route(router, "POST", path, coupons, admit=True)
     edge.route(router, "POST", r"/internal/member-coupons/{id:\d+}/use", use_member_coupon)
     edge.route(router, "GET", "/healthz", healthz)
     edge.route(router, "GET", "/readyz", readyz)

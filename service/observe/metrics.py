@@ -65,7 +65,23 @@ CACHE_TRUSTED = Gauge(
 
 REDIS_ERRORS = Counter(
     "coupons_redis_errors_total",
-    "Redis calls that failed (error, timeout) or were refused by the open circuit", ["kind"])
+    "Redis calls that failed (error, timeout), ran out of time while this process's own loop "
+    "was late (loop_late: not counted by the breaker), or were refused by the open circuit",
+    ["kind"])
+
+LOOP_LAG = Histogram(
+    "coupons_event_loop_lag_seconds",
+    "How late the event loop ran a timer (sampled every 50 ms): time every ready callback waits",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+BOUNDS_EXTENDED = Counter(
+    "coupons_time_bounds_extended_total",
+    "Times a call's time bound fired late (the loop was busy) and granted one more budget "
+    "instead of failing the call (service/runtime/lag.py)")
+SHED = Counter(
+    "coupons_http_shed_total",
+    "Requests answered 503 at once because this process was past its capacity, by reason "
+    "(in_flight: the admission bound; loop_late: a call's bound ran out while the loop was "
+    "late)", ["reason"])
 
 DB_POOL_IN_USE = Gauge(
     "coupons_db_pool_connections_in_use", "Pool connections checked out", ["pool"],

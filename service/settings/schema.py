@@ -68,6 +68,9 @@ class Settings:
     http_keepalive_seconds: float
     body_timeout_seconds: float  # reading a request's body (408 past it)
     request_timeout_seconds: float  # a whole request, a safety net (503 past it)
+    # Page requests waiting on Redis or PostgreSQL at once, per process; past it, a new one is
+    # shed at once with 503 and Retry-After (docs/operations.md, "Overload"). 0: no bound.
+    max_requests_in_flight: int
     # The page cache (docs/cache.md).
     cache_ttl_seconds: int
     cache_prefix: str
@@ -99,6 +102,9 @@ class Settings:
     rate_limit_lease_seconds: float
     # In-process map of (tenant, staff, external contact) to member, for staff tokens.
     contact_cache_size: int
+    # Resolved requests and verified tokens remembered per process (the active population's
+    # keys; docs/performance.md, "Memory").
+    memo_entries: int
     # The mall's service token for /internal/* (never a staff token).
     internal_service_token: str
     # Running it (docs/operations.md, "Process model"): after SIGTERM /readyz answers 503 for
@@ -194,11 +200,12 @@ class Settings:
                 raise SettingsError(f"{name.upper()} must be between 1024 and 65536")
         if not 16 <= self.http_max_headers <= 256:
             raise SettingsError("HTTP_MAX_HEADERS must be between 16 and 256")
-        for name in ("rate_limit_staff_per_minute", "rate_limit_member_per_minute"):
+        for name in ("rate_limit_staff_per_minute", "rate_limit_member_per_minute",
+                     "max_requests_in_flight"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must not be negative (0: off)")
         for name in ("rate_limit_staff_burst", "rate_limit_member_burst",
-                     "contact_cache_size", "rate_limit_lease"):
+                     "contact_cache_size", "rate_limit_lease", "memo_entries"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be at least 1")
         if self.rate_limit_lease_seconds <= 0:
