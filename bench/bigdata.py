@@ -51,7 +51,8 @@ def coupon_rows(now: dt.datetime) -> list[tuple]:
 
 
 def member_coupon_records(members: int, whales: int, whale_size: int, now: dt.datetime,
-                          coupons: list[tuple], tz: ZoneInfo):
+                          coupons: list[tuple], tz: ZoneInfo, per_member: int | None = None):
+    """`per_member`: exactly that many coupons each (bench/realistic.py), instead of the skew."""
     rng = random.Random(2)
     times = [now - dt.timedelta(seconds=rng.randint(0, 2 * 365 * 86_400)) for _ in range(20_000)]
     # The end the row trigger would store (triggers are off during COPY): per coupon, a fixed
@@ -64,6 +65,8 @@ def member_coupon_records(members: int, whales: int, whale_size: int, now: dt.da
     for uid in range(1, members + 1):
         if uid in whale_ids:
             count = whale_size + rng.randint(0, whale_size // 2)
+        elif per_member is not None:
+            count = per_member
         else:
             count = min(int(rng.expovariate(1 / 19)), 400)
         for _ in range(count):
@@ -83,7 +86,8 @@ def member_coupon_records(members: int, whales: int, whale_size: int, now: dt.da
             next_id += 1
 
 
-async def load(url: str, tz: str, members: int, whales: int, whale_size: int) -> None:
+async def load(url: str, tz: str, members: int, whales: int, whale_size: int,
+               per_member: int | None = None) -> None:
     await migrate(url, display_tz=tz)
     conn = await asyncpg.connect(url)
     started = time.perf_counter()
@@ -102,7 +106,7 @@ async def load(url: str, tz: str, members: int, whales: int, whale_size: int) ->
         total = 0
         batch: list[tuple] = []
         for record in member_coupon_records(members, whales, whale_size, now, coupons,
-                                            ZoneInfo(tz)):
+                                            ZoneInfo(tz), per_member):
             batch.append(record)
             if len(batch) >= CHUNK:
                 await conn.copy_records_to_table(
