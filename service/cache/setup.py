@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,8 +17,10 @@ from service.cache.listener import InvalidationListener
 from service.cache.local import LocalCache
 from service.cache.redis import CircuitBreaker, PageCache
 from service.cache.trust import CacheTrust
+from service.clock import Clock
 from service.coupons.pages import CouponPages, PageOptions
 from service.keys import (
+    clock_key,
     limiter_key,
     listener_key,
     pages_key,
@@ -26,6 +29,8 @@ from service.keys import (
     settings_key,
 )
 from service.runtime.tasks import stop_task
+
+log = logging.getLogger(__name__)
 
 # Connections each worker opens to Redis before it serves: a connection's setup (DNS, TCP,
 # the client's handshake) inside a request's 50 ms bound was the first load's failure after a
@@ -55,6 +60,16 @@ def setup_redis(app: web.Application) -> None:
             await client.aclose()
 
     app.cleanup_ctx.append(redis_ctx)
+
+
+async def charge_limits(pages: CouponPages, clock: Clock, seconds: float) -> None:
+    """The rate limiter's local admissions charged to Redis every `seconds`."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await pages.charge_limits(clock.now_ms())
+        except Exception as exc:  # never the end of charging: the next tick tries again
+            log.warning("rate limit charge failed: %s", type(exc).__name__)
 
 
 def setup_pages(app: web.Application) -> None:
@@ -87,6 +102,9 @@ def setup_pages(app: web.Application) -> None:
         )
         app[listener_key] = listener
         task = asyncio.create_task(listener.run(), name="invalidation-listener")
+        charges = asyncio.create_task(
+            charge_limits(pages, app[clock_key], settings.rate_limit_charge_seconds),
+            name="rate-limit-charges")
         # Serve from PostgreSQL until the listener is up and coverage proven (a handover or a
         # flush); a short wait here lets a healthy start begin with the cache on.
         with contextlib.suppress(TimeoutError):
@@ -95,6 +113,8 @@ def setup_pages(app: web.Application) -> None:
         try:
             yield
         finally:
+            await stop_task(charges)
+            await pages.charge_limits(app[clock_key].now_ms())  # the drain's, too
             await stop_task(task)
             if listener.consumer is not None:
                 await stop_task(listener.consumer)

@@ -100,6 +100,11 @@ class Settings:
     # Redis call per request); service/limits/limiter.py.
     rate_limit_lease: int
     rate_limit_lease_seconds: float
+    # Local admission (service/limits/limiter.py): requests per party a process admits before
+    # Redis has counted them (0: every party's first request waits for Redis), and how
+    # often they are charged to Redis.
+    rate_limit_local_admits: int
+    rate_limit_charge_seconds: float
     # In-process map of (tenant, staff, external contact) to member, for staff tokens.
     contact_cache_size: int
     # Resolved requests and verified tokens remembered per process (the active population's
@@ -201,7 +206,7 @@ class Settings:
         if not 16 <= self.http_max_headers <= 256:
             raise SettingsError("HTTP_MAX_HEADERS must be between 16 and 256")
         for name in ("rate_limit_staff_per_minute", "rate_limit_member_per_minute",
-                     "max_requests_in_flight"):
+                     "max_requests_in_flight", "rate_limit_local_admits"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()} must not be negative (0: off)")
         for name in ("rate_limit_staff_burst", "rate_limit_member_burst",
@@ -210,6 +215,8 @@ class Settings:
                 raise SettingsError(f"{name.upper()} must be at least 1")
         if self.rate_limit_lease_seconds <= 0:
             raise SettingsError("RATE_LIMIT_LEASE_SECONDS must be positive")
+        if not 0 < self.rate_limit_charge_seconds <= 1:
+            raise SettingsError("RATE_LIMIT_CHARGE_SECONDS must be positive and at most 1")
 
     @property
     def tz(self) -> ZoneInfo:

@@ -40,7 +40,10 @@ def limited(settings, **overrides):
     values = {"rate_limit_staff_per_minute": 600, "rate_limit_staff_burst": 100,
               "rate_limit_member_per_minute": 60, "rate_limit_member_burst": 3,
               # Leases that outlive any test: their expiry is tested apart, on a fake clock.
-              "rate_limit_lease": 4, "rate_limit_lease_seconds": 600.0}
+              "rate_limit_lease": 4, "rate_limit_lease_seconds": 600.0,
+              # Exact decisions per request: local admission's looser bound has its own tests
+              # (test_local_admission.py).
+              "rate_limit_local_admits": 0}
     values.update(overrides)
     return dataclasses.replace(settings, **values)
 
