@@ -243,9 +243,9 @@ def main() -> None:
         mix_file.write_text("".join(f"{m}\t{p}\t{t}\t{b}\n" for m, p, t, b in requests))
         order_file = work / "zipf.txt"
         order_file.write_text("".join(f"{i}\n" for i in zipf_order(len(requests), 200_000)))
-        single = [r for r in requests if r[0] == "GET"][:1]
-        single_file = work / "single.tsv"
-        single_file.write_text("".join(f"{m}\t{p}\t{t}\t{b}\n" for m, p, t, b in single))
+        # The single page and the bare app's bytes: the first 全部 tab over GET that shows
+        # coupons (a typical page of the mix; an empty tab would flatter the bare app).
+        candidates = [r for r in requests if r[0] == "GET" and "coupon_type=0&" in r[1]]
         extra = dict(item.split("=", 1) for item in args.env)
         env = {**os.environ, "DATABASE_URL": settings.database_url,
                "REDIS_URL": settings.redis_url, "AUTH_JWT_SECRET": settings.auth_jwt_secret,
@@ -271,11 +271,17 @@ def main() -> None:
             if needs["svc_single"]:
                 service("svc_single", 1, LIMITS_OFF)
             first = next(iter(servers.values()))
-            _, path, token, _ = single[0]
-            request = urllib.request.Request(first.url + path,
-                                             headers={"Authorization": f"Bearer {token}"})
-            with urllib.request.urlopen(request, timeout=10) as resp:
-                body = resp.read()
+            for candidate in candidates:
+                request = urllib.request.Request(
+                    first.url + candidate[1],
+                    headers={"Authorization": f"Bearer {candidate[2]}"})
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    body = resp.read()
+                if json.loads(body)["data"]["total"]:
+                    single = [candidate]
+                    break
+            single_file = work / "single.tsv"
+            single_file.write_text("".join(f"{m}\t{p}\t{t}\t{b}\n" for m, p, t, b in single))
             body_file = work / "page.json"
             body_file.write_bytes(body)
             port = free_port()

@@ -24,8 +24,10 @@ from tests.support.pages import fetch, ids
 
 @pytest.fixture
 def settings(settings):
-    """The Redis layer alone: the process-local layer has its own tests (test_local.py)."""
-    return dataclasses.replace(settings, local_cache_enabled=False)
+    """The Redis layer alone: the process-local layer has its own tests (test_local.py). A
+    50 ms bound on each call (the default is 250 ms): the bound these tests hold a slow Redis
+    and a late loop against, in tenths of a second."""
+    return dataclasses.replace(settings, local_cache_enabled=False, redis_timeout_seconds=0.05)
 
 
 # Redis failures --------------------------------------------------------------------------------
