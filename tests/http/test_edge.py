@@ -164,3 +164,32 @@ async def test_every_outcome_is_recorded_also_as_prepared_bytes(rows, client, db
               if r.name == "service.access"}
     assert seen == ["miss", "hit"]
     assert (logged["edge-miss"], logged["edge-hit"]) == ("miss", "hit")
+
+
+async def test_past_the_admission_bound_a_request_is_shed_at_once(aiohttp_client) -> None:
+    """MAX_REQUESTS_IN_FLIGHT: with one page request waiting, the next is answered 503 with
+    Retry-After and the envelope at once, routes without `admit` are not counted, and once the
+    first is answered the next is admitted again."""
+    release = asyncio.Event()
+
+    async def waiting(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.json_response({"result": 1, "msg": "", "data": {}})
+
+    app = web.Application()
+    edge = Edge(RequestRecorder(b"k"), Deadlines(10), max_in_flight=1)
+    edge.route(app.router, "GET", "/page", waiting, admit=True)
+    edge.route(app.router, "GET", "/health", coupons_handler)
+    edge.close(app.router)
+    client = await aiohttp_client(app)
+    first = asyncio.create_task(client.get("/page"))
+    while edge.admitted < 1:  # noqa: ASYNC110 (the first request reaching its handler)
+        await asyncio.sleep(0.001)
+    shed = await client.get("/page")
+    check_error(await shed.json())
+    assert shed.status == 503 and int(shed.headers["Retry-After"]) >= 1
+    assert (await client.get("/health")).status == 200
+    release.set()
+    assert (await first).status == 200
+    assert edge.admitted == 0
+    assert (await client.get("/page")).status == 200
