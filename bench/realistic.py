@@ -43,7 +43,6 @@ import os
 import platform
 import random
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -56,7 +55,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import bigdata
-from bench.single_page import ROOT, parse_wrk
+from bench.single_page import ROOT, free_port, parse_wrk, wait_ready
 from service.auth.tokens import issue_token
 from service.runtime.embedded import resolved
 from service.settings import load_settings
@@ -68,12 +67,6 @@ UNIACID = 1
 ZIPF_S = 1.0
 # Rate limits off: the single page is one member at full speed, which its limit would refuse.
 LIMITS_OFF = {"RATE_LIMIT_STAFF_PER_MINUTE": "0", "RATE_LIMIT_MEMBER_PER_MINUTE": "0"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def the_mix(members: int, secret: str, now: int) -> list[tuple[str, str, str, str]]:
@@ -113,15 +106,7 @@ class Server:
         self.name, self.port = name, port
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"{name} never became ready")
+        wait_ready(port, timeout=60)
 
     @property
     def url(self) -> str:
