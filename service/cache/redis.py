@@ -50,8 +50,8 @@ HEADER = 52
 # every miss that reads it, so it outlives the pages stored under it.
 ACK_TTL_MS = 30_000
 # A call's bound grows by one budget each time its timer fires late (the loop was busy, not
-# Redis), by this much in all (service/runtime/lag.py): a request's call waits at most 0.55 s at
-# REDIS_TIMEOUT_SECONDS 0.05, an invalidation's 1.5 s.
+# Redis), by this much in all (service/runtime/lag.py): a request's call waits at most 0.75 s at
+# REDIS_TIMEOUT_SECONDS 0.25, an invalidation's 1.5 s.
 LAG_ALLOWANCE_SECONDS = 0.5
 
 

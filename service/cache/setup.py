@@ -33,7 +33,7 @@ from service.runtime.tasks import stop_task
 log = logging.getLogger(__name__)
 
 # Connections each worker opens to Redis before it serves: a connection's setup (DNS, TCP,
-# the client's handshake) inside a request's 50 ms bound was the first load's failure after a
+# the client's handshake) inside a request's Redis bound was the first load's failure after a
 # start (deploy/README.md), and more are opened on demand up to REDIS_MAX_CONNECTIONS.
 WARM_CONNECTIONS = 8
 

@@ -8,15 +8,16 @@ Every allowance is counted in Redis when it is taken, so the limits still hold a
 never more requests than the rate allows. The script leases spares only out of the upper half
 of a party's burst, so the spares that expire unused cost at most half the burst, never the
 rate: a party below its rate is never refused. `lease` 1 is one call per request.
-Local admission (`local_admits` L > 0, the default): a party this process holds no lease for
-is admitted at once, without Redis, and charged afterwards: every `charge` (50 ms) sends what
-each party was admitted since, one `charge.lua` call per party in one pipeline, off the request
-path. Redis counts every request so charged in the same GCRA, and a party that the charge
-finds over its limit is refused here, without Redis, until its next request would fit. A
-process admits at most L requests per party that Redis has not yet counted; past that, the
-party's requests wait for Redis as above. So the limits hold to within L requests per party
-and process: across P processes (workers times hosts) a party gets at most P x L requests
-beyond what the GCRA allows, at any moment (tests/limits/test_local_admission.py holds it).
+Local admission (`local_admits` L > 0, the default): a party this process holds no lease for is
+admitted at once, without Redis, and charged afterwards: every `charge` (50 ms) sends what each
+party was admitted since, in one pipeline of `charge.lua` calls of up to CHARGE_BATCH parties
+each (one per party on a Redis Cluster), off the request path. Redis counts every request so
+charged in the same GCRA, and a party that the charge finds over its limit is refused here,
+without Redis, until its next request would fit. A process admits at most L requests per party
+that Redis has not yet counted; past that, the party's requests wait for Redis as above. So the
+limits hold to within L requests per party and process: across P processes (workers times
+hosts) a party gets at most P x L requests beyond what the GCRA allows, at any moment
+(tests/limits/test_local_admission.py holds it).
 The limiter guards the service, not correctness: when Redis fails, times out or the circuit is
 open it lets the request through (fails open), counts it in
 `coupons_rate_limit_failed_open_total` and logs at most one line per `LOG_EVERY_SECONDS`.
