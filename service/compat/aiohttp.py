@@ -1,6 +1,6 @@
 """The one module that touches aiohttp's internals, behind a version guard.
 
-Two things aiohttp offers no public way to do:
+Three things aiohttp offers no public way to do:
 
 1. **A connection's answer to malformed HTTP.** aiohttp answers a request it cannot parse (a
    header over the bound, a broken request line, bytes that are not HTTP) itself, before any
@@ -12,11 +12,17 @@ Two things aiohttp offers no public way to do:
 2. **A response written as prepared bytes** (`PageBytes`, service/hotpath/prebuilt.py): it sets
    the two fields of StreamResponse that aiohttp's own `prepare` sets (`_keep_alive`,
    `_body_length`) and reads `_eof_sent`.
+3. **A small body read without awaiting** (`buffered_body`, for the POST fast path in
+   service/http/coupons.py): aiohttp's `read()` is a coroutine even when the whole body is
+   already in the buffer, and a coroutine per POST was most of what kept a POST's local hit off
+   the synchronous path. It takes the buffer with the public `read_nowait` and keeps it where
+   `read()` looks first (`_read_bytes`), so `read()`, `post()` and `json()` still see the body.
 
-On an aiohttp version these were not tested with (TESTED), neither is used, and that is logged
-once: the runner is aiohttp's own (malformed HTTP gets aiohttp's plain-text answer), and pages are
-answered by aiohttp's own response objects (`PREPARED_BYTES` is False). tests/compat/ check both
-against aiohttp's own output on the tested version.
+On an aiohttp version these were not tested with (TESTED), none is used, and that is logged once:
+the runner is aiohttp's own (malformed HTTP gets aiohttp's plain-text answer), pages are answered by
+aiohttp's own response objects (`PREPARED_BYTES` is False), and a POST's body is read by aiohttp's
+own `read()` on the handler's path (`buffered_body` answers None). tests/compat/ check both against
+aiohttp's own output on the tested version.
 """
 
 from __future__ import annotations
@@ -124,6 +130,27 @@ class PageBytes(web.StreamResponse):
 
     async def write_eof(self, data: bytes = b"") -> None:
         self._eof_sent = True
+
+
+def buffered_body(request: web.BaseRequest) -> bytes | None:
+    """The request's whole body if aiohttp has all of it in the buffer already, taken without
+    awaiting and kept for `read()`; None if it has not (or on an aiohttp not tested), and then
+    the body is left where it was for `read()` to await."""
+    if not SUPPORTED:
+        return None
+    body = request._read_bytes
+    if body is not None:
+        return body
+    content = request.content
+    # is_eof: the parser has fed the last byte, so the buffer holds the whole (decoded) body.
+    if not content.is_eof():
+        return None
+    try:
+        body = content.read_nowait(-1)
+    except Exception:  # a broken body: `read()` raises it again, in its place
+        return None
+    request._read_bytes = body
+    return body
 
 
 def test_server(app: web.Application, *, answer: Answer, **kwargs: Any) -> Any:

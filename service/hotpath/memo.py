@@ -21,6 +21,7 @@ import dataclasses
 from aiohttp import hdrs, web
 
 from service.auth.tokens import Claims
+from service.compat.aiohttp import buffered_body
 from service.db.repository import PageQuery
 
 # The inputs a request's meaning may depend on (module docstring): header names, and the parts
@@ -63,13 +64,32 @@ def get_key(request: web.Request) -> tuple:
     return (request.raw_path, request.headers.get(hdrs.AUTHORIZATION))
 
 
+def _small(request: web.Request) -> bool:
+    """Whether a POST's body is part of its key: small, of a type read whole, all received."""
+    length = request.content_length
+    return (length is not None and length <= BODY_BYTES and request.content_type in BODY_TYPES
+            and request.content.is_eof())
+
+
+def _post_key(request: web.Request, body: bytes) -> tuple:
+    return (*get_key(request), request.headers.get(hdrs.CONTENT_TYPE),
+            request.headers.get(hdrs.CONTENT_ENCODING), body)
+
+
+def buffered_post_key(request: web.Request) -> tuple | None:
+    """A POST's key without awaiting (the edge's fast path), or None: its body not small and
+    buffered, or not readable without awaiting on this aiohttp (service/compat/aiohttp.py)."""
+    if not _small(request):
+        return None
+    body = buffered_body(request)
+    return None if body is None else _post_key(request, body)
+
+
 async def post_key(request: web.Request, bad_body: tuple[type[Exception], ...]) -> tuple | None:
     """A POST's key: its POST_INPUTS; None when the body is not small and buffered (then the
     request is resolved every time). A body that fails to read here (one of `bad_body`) fails
     again in the resolution, after the token's check, so the errors keep their order."""
-    length = request.content_length
-    if (length is None or length > BODY_BYTES or request.content_type not in BODY_TYPES
-            or not request.content.is_eof()):
+    if not _small(request):
         return None
     # Whole in the buffer, so this cannot wait; kept by aiohttp for the resolution (post() and
     # read() reuse it).
@@ -77,5 +97,4 @@ async def post_key(request: web.Request, bad_body: tuple[type[Exception], ...]) 
         body = await request.read()
     except bad_body:
         return None
-    return (*get_key(request), request.headers.get(hdrs.CONTENT_TYPE),
-            request.headers.get(hdrs.CONTENT_ENCODING), body)
+    return _post_key(request, body)

@@ -4,6 +4,7 @@ tested, the stock runner and aiohttp's own page responses are used, and pages st
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 
@@ -56,3 +57,48 @@ async def test_an_untested_aiohttp_gets_aiohttp_s_own_answers(make_client, setti
         for _ in range(3):  # a miss, then local hits: every one a right page
             body = await coupons(client, token_for(), coupon_type=0)
             assert [i["id"] for i in items_of(body)] == [mc]
+
+
+def _posted(chunks: list[bytes], eof: bool) -> web.Request:
+    """A real aiohttp request whose body stream has been fed `chunks` (and its end, if `eof`)."""
+    from unittest import mock
+
+    from aiohttp import streams
+    from aiohttp.test_utils import make_mocked_request
+
+    payload = streams.StreamReader(mock.Mock(_reading_paused=False), 2**16,
+                                   loop=asyncio.get_running_loop())
+    for chunk in chunks:
+        payload.feed_data(chunk)
+    if eof:
+        payload.feed_eof()
+    length = str(sum(map(len, FORM_PARTS)))
+    return make_mocked_request(
+        "POST", "/api/v2/coupons", payload=payload,
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Content-Length": length})
+
+
+FORM_PARTS = [b"client=wo", b"rk&type=17"]
+
+
+async def test_a_buffered_body_is_taken_without_awaiting_and_kept_for_read() -> None:
+    request = _posted(FORM_PARTS, eof=True)
+    assert compat.buffered_body(request) == b"client=work&type=17"
+    assert compat.buffered_body(request) == b"client=work&type=17"  # kept, not taken twice
+    assert await request.read() == b"client=work&type=17"
+    assert dict(await request.post()) == {"client": "work", "type": "17"}
+
+
+async def test_a_body_still_arriving_is_left_for_read_to_await() -> None:
+    request = _posted(FORM_PARTS[:1], eof=False)
+    assert compat.buffered_body(request) is None
+    request.content.feed_data(FORM_PARTS[1])
+    request.content.feed_eof()
+    assert await request.read() == b"client=work&type=17", "nothing was taken from the stream"
+
+
+async def test_an_untested_aiohttp_reads_bodies_only_its_own_way(monkeypatch) -> None:
+    monkeypatch.setattr(compat, "SUPPORTED", False)
+    request = _posted(FORM_PARTS, eof=True)
+    assert compat.buffered_body(request) is None
+    assert await request.read() == b"client=work&type=17"
