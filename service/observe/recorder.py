@@ -43,9 +43,7 @@ def member_hash_key(jwt_secret: str) -> bytes:
     return hmac.new(jwt_secret.encode(), b"coupons log member hash", hashlib.sha256).digest()
 
 
-@functools.lru_cache(maxsize=16384)
 def member_hash(key: bytes, uniacid: int, member_id: int) -> str:
-    # Memoised: one HMAC per request was a tenth of a cached answer's cost.
     return hmac.new(key, f"{uniacid}:{member_id}".encode(), hashlib.sha256).hexdigest()[:16]
 
 
@@ -76,13 +74,20 @@ _DIGITS3 = tuple(f"{n:03d}" for n in range(1000))
 _RID = "RequestIdPlaceholder0123456789"
 _DURATION = 987654.321
 _WALL = 1_000_000_000.0  # JsonFormatter writes it as 2001-09-09T01:46:40.000+00:00
+_TENANT = 918_273_645_546_372_819
+_MEMBER = "MemberHashPlaceholder"
 
 
 class RequestRecorder:
     """The requests of one process since the last flush."""
 
-    def __init__(self, hash_key: bytes) -> None:
+    def __init__(self, hash_key: bytes, memo_entries: int = 16384) -> None:
         self.hash_key = hash_key
+        # Memoised for the active members (MEMO_ENTRIES; about 200 bytes each): one HMAC per
+        # request was a tenth of a cached answer's cost, and a memo smaller than the active set
+        # (it was 16,384 against the benchmark's 20,000 members) misses nearly every time.
+        self._hash = functools.lru_cache(maxsize=memo_entries)(
+            functools.partial(member_hash, hash_key))
         self.in_flight = 0
         # (wall time, request id, method, route, status, seconds, cache, uniacid, member id)
         self._pending: list[tuple] = []
@@ -131,7 +136,7 @@ class RequestRecorder:
     def _member(self, uniacid: int | None, member_id: int | None) -> str | None:
         if uniacid is None or member_id is None:
             return None
-        return member_hash(self.hash_key, uniacid, member_id)
+        return self._hash(uniacid, member_id)
 
     def _extra(self, rid: str | None, method: str, route: str, status: int, duration_ms: float,
                cache: str | None, uniacid: int | None, member_id: int | None) -> dict:
@@ -150,9 +155,14 @@ class RequestRecorder:
         template = self._template
         digits = _DIGITS3
         second, prefix = -1, ""
+        member = self._member
         for wall, rid, method, route, status, elapsed, cache, uniacid, member_id in batch:
-            start, head, middle, tail, kind = template(rid is not None, method, route, status,
-                                                       cache, uniacid, member_id)
+            start, head, middle, (t1, t2, t3), kind = template(
+                rid is not None, method, route, status, cache, uniacid is None,
+                member_id is None)
+            # The tenant and the member's hash go in the tail (both JSON-safe: an int, hex).
+            tail = (f"{t1}{'' if uniacid is None else uniacid}{t2}"
+                    f"{member(uniacid, member_id) or ''}{t3}")
             kinds[kind] += 1
             latencies[route].append(elapsed)
             whole = int(wall)
@@ -168,17 +178,23 @@ class RequestRecorder:
                 lines.append(f"{stamp}{head}{rid}{middle}{ms}.{digits[us]}{tail}")
         return "".join(lines)
 
-    @functools.lru_cache(maxsize=16384)  # noqa: B019 - one recorder per app, never freed early
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one recorder per app, never freed early
     def _template(self, has_rid: bool, method: str, route: str, status: int, cache: str | None,
-                  uniacid: int | None, member_id: int | None
-                  ) -> tuple[str, str, str, str, tuple]:
+                  no_tenant: bool, no_member: bool
+                  ) -> tuple[str, str, str, tuple[str, str, str], tuple]:
         """A kind of line, read off JsonFormatter's own output for a record of this kind (so the
-        layout is defined once, there), cut where the time's milliseconds, the request id and
-        the duration go: (before the time, after the time's milliseconds up to the request id,
-        after the request id up to the duration, after the duration, the kind's metric labels);
-        without a request id the second and third are one."""
+        layout is defined once, there), cut where the time's milliseconds, the request id, the
+        duration, the tenant and the member's hash go: (before the time, after the time's
+        milliseconds up to the request id, after the request id up to the duration, the tail
+        after the duration cut around the tenant and the member's hash, the kind's metric
+        labels); without a request id the second and third are one, and a tenant or member that
+        is null is part of the tail. Not per member: a key per member made a memo that missed
+        on nearly every line with 20,000 active members (docs/performance.md)."""
         extra = self._extra(_RID if has_rid else None, method, route, status, _DURATION, cache,
-                            uniacid, member_id)
+                            None if no_tenant else _TENANT, None if no_member else 0)
+        fields = extra["fields"]
+        if not no_member:
+            fields["member"] = _MEMBER
         record = log.makeRecord(log.name, logging.INFO, __file__, 0, "request", (), None,
                                 extra=extra)
         record.created, record.process = _WALL, os.getpid()
@@ -187,9 +203,16 @@ class RequestRecorder:
         start, _, rest = line.partition(stamp.removesuffix(".000+00:00"))
         rest = rest.removeprefix(".000")
         before, _, tail = rest.partition(orjson.dumps(_DURATION).decode())
+        t1, t2 = "", tail
+        if not no_tenant:
+            t1, _, t2 = tail.partition(str(_TENANT))
+        t3 = ""
+        if not no_member:
+            t2, _, t3 = t2.partition(f'"{_MEMBER}"')
+            t2, t3 = t2 + '"', '"' + t3
         kind = (route, method, status, cache)
         if has_rid:
             head, _, middle = before.partition(_RID)
-            return start, head, middle, tail, kind
-        return start, before, "", tail, kind
+            return start, head, middle, (t1, t2, t3), kind
+        return start, before, "", (t1, t2, t3), kind
 

@@ -17,7 +17,7 @@ def setup_recorder(app: web.Application) -> RequestRecorder:
     """The app's recorder, flushed every OBSERVE_FLUSH_SECONDS and once more after every other
     cleanup context has closed (the requests of the drain included)."""
     settings = app[settings_key]
-    recorder = RequestRecorder(member_hash_key(settings.auth_jwt_secret))
+    recorder = RequestRecorder(member_hash_key(settings.auth_jwt_secret), settings.memo_entries)
     app[recorder_key] = recorder
     setup_ticker(app, "request-recorder", settings.observe_flush_seconds, recorder.flush,
                  last=recorder.flush)

@@ -126,3 +126,19 @@ def test_a_full_batch_is_flushed_at_once() -> None:
         assert stream.getvalue() == ""
         recorder.add(1.0, "last", "GET", ROUTE, 200, 0.001, None, None, None)
         assert len(stream.getvalue().splitlines()) == MAX_PENDING
+
+
+def test_lines_of_one_kind_carry_each_request_s_own_tenant_and_member() -> None:
+    """The line's layout is kept per kind of request, not per member: each line still names
+    its own tenant and member, and a tenant without a member is written as null."""
+    recorder = RequestRecorder(KEY)
+    people = [(1, 2), (1, 3), (40, 2), (7, None)]
+    for uniacid, member_id in people:
+        recorder.add(1781488800.0, "rid", "GET", ROUTE, 200, 0.001, "hit", uniacid, member_id)
+    with json_stream() as stream:
+        recorder.flush()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(line["uniacid"], line["member"]) for line in lines] == [
+        (1, member_hash(KEY, 1, 2)), (1, member_hash(KEY, 1, 3)), (40, member_hash(KEY, 40, 2)),
+        (7, None)]
+    assert len({line["member"] for line in lines}) == 4
