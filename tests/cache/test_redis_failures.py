@@ -151,6 +151,83 @@ async def test_a_late_event_loop_is_not_a_redis_failure(member, make_client, set
     assert sample("coupons_time_bounds_extended_total") > extended
 
 
+BUSY_SCRIPT = """
+local start = redis.call('TIME')
+while true do
+  local now = redis.call('TIME')
+  if (now[1] - start[1]) * 1000000 + (now[2] - start[2]) > tonumber(ARGV[1]) then return 1 end
+end
+"""
+
+
+async def test_a_late_loop_past_the_cap_sheds_the_request(member, make_client, settings,
+                                                           own_redis):
+    """Redis busy for a second (a script that spins) while the service's own loop is held for
+    65 ms at a time: each late timer of the page's Redis call grants one more budget, until the
+    cap (the 50 ms bound plus 0.5 s) runs out while the loop is late. Then the request is shed
+    at once with 503, Retry-After and the envelope, counted as `loop_late`; it is not sent to
+    PostgreSQL, the limiter does not fail open, and the breaker stays closed, because nothing
+    shows that Redis failed. Once the loop is free again, the page is a Redis hit."""
+    await own_redis.wait_up()
+    client = await make_client(dataclasses.replace(settings, redis_url=own_redis.url))
+    await fetch(client, token_for(), coupon_type=0)
+    _, headers = await fetch(client, token_for(), coupon_type=0)
+    assert headers["X-Cache"] == "hit"
+    before = {"shed": sample("coupons_http_shed_total", reason="loop_late"),
+              "timeouts": sample("coupons_redis_errors_total", kind="timeout"),
+              "failed_open": sample("coupons_rate_limit_failed_open_total"),
+              "reads": sample("coupons_db_page_reads_total", server="primary",
+                              reason="no_replica")}
+
+    async def hog() -> None:
+        while True:
+            time.sleep(0.065)  # noqa: ASYNC251 (deliberately blocking: the loop is late)
+            await asyncio.sleep(0)
+
+    busy = aioredis.Redis.from_url(own_redis.url)
+    try:
+        # The script is sent before the page's call: Redis runs one command at a time, so the
+        # page's HGET waits for the script's second.
+        spinning = asyncio.create_task(busy.eval(BUSY_SCRIPT, 0, 1_000_000))
+        async with asyncio.timeout(5):
+            while not await _running_script(own_redis.url):  # noqa: ASYNC110 (Redis has no event for it)
+                await asyncio.sleep(0.01)
+        hogging = asyncio.create_task(hog())
+        try:
+            body, headers = await fetch(client, token_for(), expected_status=503,
+                                        coupon_type=0)
+        finally:
+            hogging.cancel()
+            await asyncio.gather(hogging, return_exceptions=True)
+        assert await spinning == 1
+    finally:
+        await busy.aclose()
+    assert int(headers["Retry-After"]) >= 1
+    assert "loop" not in str(body) and "Redis" not in str(body), "no internals in the answer"
+    after = {"shed": sample("coupons_http_shed_total", reason="loop_late"),
+             "timeouts": sample("coupons_redis_errors_total", kind="timeout"),
+             "failed_open": sample("coupons_rate_limit_failed_open_total"),
+             "reads": sample("coupons_db_page_reads_total", server="primary",
+                             reason="no_replica")}
+    assert after == {**before, "shed": before["shed"] + 1}
+    assert not client.app[pages_key].cache.breaker.is_open
+    _, headers = await fetch(client, token_for(), coupon_type=0)
+    assert headers["X-Cache"] == "hit"
+
+
+async def _running_script(url: str) -> bool:
+    """Whether Redis is busy with a script: a connection of its own gets BUSY-free answers only
+    after it, so this asks with a short timeout, off the busy server's queue."""
+    probe = aioredis.Redis.from_url(url, socket_timeout=0.05)
+    try:
+        await probe.ping()
+    except (TimeoutError, aioredis.RedisError):
+        return True
+    finally:
+        await probe.aclose()
+    return False
+
+
 # The LISTEN connection -------------------------------------------------------------------------
 
 @pytest.mark.cluster
