@@ -6,6 +6,19 @@ the page's `valid_from`/`valid_until` clock bound, a short safety TTL caps how l
 outlive a missed event, and a fill that began before an invalidation is refused (an
 invalidation sequence number taken before the lookup plays the role of Redis's `gen` stamp).
 Bounded in bytes, least recently used out first.
+
+The safety TTL runs from an entry's last proof against Redis: its fill, or a `reprove`. An entry
+used since its last proof is proven again before the TTL ends (`due` hands it out once the TTL
+has less than a quarter left, at most REPROVE_MARGIN_SECONDS, or at its first use after that;
+`reprove` takes what Redis holds, read in one pipeline for hundreds of entries:
+CouponPages.reprove_local), which renews the TTL only if Redis still holds the same page,
+servable now. That is what a
+request's own Redis hit proved when the TTL had ended (the entry was dropped and the page
+refetched and put back), at a batched read's cost instead of one round trip per page: with the
+sidebar's active set revisited every few seconds, those round trips were a sixth of all requests
+(docs/performance.md, "The real path"). An entry not proven again by its TTL's end is dropped as
+before, so the guard is the same: no entry is served longer than the TTL after Redis last showed
+it.
 """
 
 from __future__ import annotations
@@ -18,8 +31,13 @@ from service.cache.redis import CachedPage
 from service.observe import metrics
 
 Key = tuple[int, int, str]  # uniacid, member_id, field
-# Per-entry bookkeeping (tuple, key, OrderedDict node) on top of the body, measured roughly.
-ENTRY_OVERHEAD = 200
+# Per-entry bookkeeping (its list, key, OrderedDict node, proof record) on top of the body,
+# measured roughly.
+ENTRY_OVERHEAD = 300
+# An entry in use is handed out for its proof when this much of its safety TTL is left (a quarter
+# of it, if less); at most this many wait for their proof at once (more are left to end).
+REPROVE_MARGIN_SECONDS = 15.0
+REPROVE_MAX = 20_000
 # Invalidation records older than this are forgotten; a lookup that started before the oldest
 # forgotten record may not fill (no lookup lasts that long: statements time out in seconds).
 HISTORY_SECONDS = 60.0
@@ -31,8 +49,13 @@ class LocalCache:
         self.max_bytes = max_bytes
         self.ttl = ttl_seconds
         self._monotonic = monotonic
-        self._entries: collections.OrderedDict[Key, tuple[CachedPage, float]] = (
-            collections.OrderedDict())
+        self.margin = min(REPROVE_MARGIN_SECONDS, ttl_seconds / 4)
+        # key -> [page, end of its safety TTL, used since its last proof, handed out for proof]
+        self._entries: collections.OrderedDict[Key, list] = collections.OrderedDict()
+        # (end of a safety TTL, key) in the order the TTLs end: what `due` walks.
+        self._proofs: collections.deque[tuple[float, Key]] = collections.deque()
+        # Entries first used after `due` walked past them, handed out by the next `due`.
+        self._due: list[tuple[Key, CachedPage]] = []
         self._fields: dict[tuple[int, int], set[str]] = {}
         self.bytes = 0
         self._seq = 0
@@ -54,31 +77,81 @@ class LocalCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        page, expires = entry
-        if now < page.valid_from or now >= page.valid_until or self._monotonic() >= expires:
+        page = entry[0]
+        left = entry[1] - self._monotonic()
+        if now < page.valid_from or now >= page.valid_until or left <= 0:
             self._drop(key)
             return None
+        entry[2] = True
+        if left < self.margin and not entry[3] and len(self._due) < REPROVE_MAX:
+            entry[3] = True
+            self._due.append((key, page))
         self._entries.move_to_end(key)
         return page
 
     def put(self, key: Key, page: CachedPage, seq: int) -> bool:
         """Store unless an invalidation that concerns `key` happened after `seq`."""
-        member = (key[0], key[1])
-        if (seq < self._floor or self._all > seq or self._members.get(member, -1) > seq
-                or self._tenants.get(key[0], -1) > seq):
+        if self._invalidated_since(key, seq):
             return False
         size = len(page.body) + ENTRY_OVERHEAD
         if size > self.max_bytes:
             return False
         if key in self._entries:
             self._drop(key)
-        self._entries[key] = (page, self._monotonic() + self.ttl)
-        self._fields.setdefault(member, set()).add(key[2])
+        now = self._monotonic()
+        proofs = self._proofs
+        # Records of TTLs already over go here too, so the deque stays bounded (by the puts of
+        # one TTL) where nobody calls `due`.
+        while proofs and proofs[0][0] <= now:
+            proofs.popleft()
+        expires = now + self.ttl
+        self._entries[key] = [page, expires, False, False]
+        proofs.append((expires, key))
+        self._fields.setdefault((key[0], key[1]), set()).add(key[2])
         self.bytes += size
         while self.bytes > self.max_bytes:
             self._drop(next(iter(self._entries)))
             metrics.LOCAL_CACHE_EVICTIONS.inc()
         return True
+
+    def due(self) -> list[tuple[Key, CachedPage]]:
+        """The entries used since their last proof whose safety TTL ends within the margin, to
+        be proven again (`reprove`) before it does; each is handed out once per TTL. One not
+        used yet is handed out at its first use before the TTL ends (`get`), or left to end."""
+        found, self._due = self._due, []
+        horizon = self._monotonic() + self.margin
+        proofs, entries = self._proofs, self._entries
+        while proofs and proofs[0][0] <= horizon and len(found) < REPROVE_MAX:
+            expires, key = proofs.popleft()
+            entry = entries.get(key)
+            if entry is not None and entry[1] == expires and entry[2] and not entry[3]:
+                entry[3] = True
+                found.append((key, entry[0]))
+        return found
+
+    def reprove(self, key: Key, page: CachedPage, seq: int, held: bool) -> bool:
+        """After Redis was read at `seq` (taken before the read): `held`, Redis holds this page
+        and it may be served now, renews the entry's safety TTL, unless an invalidation that
+        concerns it came after `seq`; a page Redis no longer holds is dropped at once."""
+        entry = self._entries.get(key)
+        if entry is None or entry[0] is not page:
+            return False  # dropped or replaced since `due`
+        if not held:
+            self._drop(key)
+            return False
+        if self._invalidated_since(key, seq):
+            return False
+        entry[1] = expires = self._monotonic() + self.ttl
+        entry[2] = entry[3] = False
+        self._proofs.append((expires, key))
+        return True
+
+    def _invalidated_since(self, key: Key, seq: int) -> bool:
+        """Whether an invalidation that concerns `key` happened after `seq` (or may have: its
+        record is forgotten)."""
+        return (seq < self._floor or self._all > seq
+                or self._members.get((key[0], key[1]), -1) > seq
+                or self._tenants.get(key[0], -1) > seq)
 
     def invalidate_member(self, uniacid: int, member_id: int) -> None:
         member = (uniacid, member_id)
@@ -95,6 +168,8 @@ class LocalCache:
     def clear(self) -> None:
         self._all = self._record(None)
         self._entries.clear()
+        self._proofs.clear()
+        self._due.clear()
         self._fields.clear()
         self.bytes = 0
 

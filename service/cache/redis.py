@@ -239,10 +239,11 @@ class PageCache:
 
     # The hot path ----------------------------------------------------------------------------
     async def batch(self, queue: Callable[[Pipeline], None],
-                    reload: Callable[[aioredis.Redis], Awaitable[None]] | None = None) -> list:
-        """The commands `queue` adds, in one pipeline: one round trip, bounded and guarded like
-        every call. A NOSCRIPT reply (Redis restarted since the script was loaded) is answered
-        by `reload` and one more try."""
+                    reload: Callable[[aioredis.Redis], Awaitable[None]] | None = None,
+                    budget: float | None = None) -> list:
+        """The commands `queue` adds, in one pipeline: one round trip, bounded (by `budget`,
+        else REDIS_TIMEOUT_SECONDS) and guarded like every call. A NOSCRIPT reply (Redis
+        restarted since the script was loaded) is answered by `reload` and one more try."""
 
         async def run() -> list:
             for attempt in range(2):
@@ -256,7 +257,7 @@ class PageCache:
                     await reload(self.client)
             raise AssertionError("unreachable")
 
-        return await self._call(run)
+        return await self._call(run, budget)
 
     def queue_read(self, pipe: Pipeline, uniacid: int, member_id: int, field: str) -> None:
         """A page's read, two replies (`page_of` decodes them): the page, the tenant's token."""

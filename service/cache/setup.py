@@ -72,6 +72,20 @@ async def charge_limits(pages: CouponPages, clock: Clock, seconds: float) -> Non
             log.warning("rate limit charge failed: %s", type(exc).__name__)
 
 
+# How often the local pages about to end their safety TTL are proven again (service/cache/local.py).
+REPROVE_EVERY_SECONDS = 1.0
+
+
+async def reprove_local(pages: CouponPages, clock: Clock) -> None:
+    """The local layer's pages proven again against Redis every REPROVE_EVERY_SECONDS."""
+    while True:
+        await asyncio.sleep(REPROVE_EVERY_SECONDS)
+        try:
+            await pages.reprove_local(clock.now_ms() // 1000)
+        except Exception as exc:  # never the end of it: the next tick tries again
+            log.warning("local cache reproof failed: %s", type(exc).__name__)
+
+
 def setup_pages(app: web.Application) -> None:
     """The cache and the pages service, then the LISTEN task that keeps the cache true."""
 
@@ -105,6 +119,8 @@ def setup_pages(app: web.Application) -> None:
         charges = asyncio.create_task(
             charge_limits(pages, app[clock_key], settings.rate_limit_charge_seconds),
             name="rate-limit-charges")
+        reproofs = asyncio.create_task(reprove_local(pages, app[clock_key]),
+                                       name="local-cache-reproofs")
         # Serve from PostgreSQL until the listener is up and coverage proven (a handover or a
         # flush); a short wait here lets a healthy start begin with the cache on.
         with contextlib.suppress(TimeoutError):
@@ -113,6 +129,7 @@ def setup_pages(app: web.Application) -> None:
         try:
             yield
         finally:
+            await stop_task(reproofs)
             await stop_task(charges)
             await pages.charge_limits(app[clock_key].now_ms())  # the drain's, too
             await stop_task(task)

@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 # A cross-process lease holder usually fills within a query's time; poll a few times, then read
 # the database anyway (a lease is an optimisation, never a wait on a dead peer).
 LEASE_POLLS = (0.005, 0.01, 0.02, 0.04)
+# Local pages proven again per pipeline (two commands each), and that pipeline's bound: off the
+# request path, so longer than a request's.
+REPROVE_BATCH = 500
+REPROVE_SECONDS = 1.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -217,6 +221,36 @@ class CouponPages:
             limiter.charges_failed(owed, str(exc))
             return
         limiter.settle_charges(owed, replies)
+
+    async def reprove_local(self, now_s: int) -> int:
+        """Prove again, against Redis, the local pages used since their last proof whose safety
+        TTL is about to end (service/cache/local.py): one pipeline of page reads per
+        REPROVE_BATCH pages, off every request's path. Returns how many were renewed. A failed
+        read renews nothing: those entries end with their TTL, as they did before."""
+        local = self.local
+        if local is None or not self.enabled or not self.trust.usable:
+            return 0
+        renewed = 0
+        due = local.due()
+        cache = self.cache
+        for start in range(0, len(due), REPROVE_BATCH):
+            chunk = due[start:start + REPROVE_BATCH]
+            # Before the read: an invalidation after this point refuses the renewal.
+            seq = local.seq()
+
+            def queue(pipe: Any, chunk: list = chunk) -> None:
+                for (uniacid, member_id, field), _ in chunk:
+                    cache.queue_read(pipe, uniacid, member_id, field)
+
+            try:
+                replies = await cache.batch(queue, budget=REPROVE_SECONDS)
+            except CacheUnavailable:
+                return renewed
+            for n, (key, page) in enumerate(chunk):
+                held = cache.page_of(replies[2 * n:2 * n + 2], now_s)
+                renewed += local.reprove(key, page, seq,
+                                         held is not None and held.etag == page.etag)
+        return renewed
 
     async def _resolve_contact(self, query: PageQuery, key: ContactKey,
                                now: dt.datetime) -> PageResult:

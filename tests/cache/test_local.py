@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 
 from service.cache.local import ENTRY_OVERHEAD, LocalCache
 from service.cache.redis import CachedPage
-from service.keys import listener_key, pages_key
+from service.keys import clock_key, listener_key, pages_key, redis_key
 from tests.support.common import NOW, SERVICE_TOKEN, token_for
 from tests.support.pages import fetch, ids, settle
 
@@ -111,6 +111,77 @@ def test_forgotten_history_refuses_very_old_lookups():
     cache.invalidate_member(2, 2)  # records are pruned on the next invalidation
     assert not cache.put((1, 1, "f"), page(), stamp), "the record is gone: refuse, not guess"
     assert cache.put((1, 1, "f"), page(), cache.seq())
+
+
+# Proven again before the safety TTL ends ------------------------------------------------------
+
+def test_an_entry_in_use_is_due_before_its_ttl_ends_and_renewed_by_its_proof():
+    clock = FakeMonotonic()
+    cache = LocalCache(10_000, 60.0, monotonic=clock)
+    for field in ("early", "late", "idle"):
+        cache.put((1, 1, field), page(), cache.seq())
+    assert cache.get((1, 1, "early"), T) is not None
+    clock.now += 44.0
+    assert cache.due() == [], "not before the last quarter of the TTL"
+    clock.now += 2.0
+    assert [key for key, _ in cache.due()] == [(1, 1, "early")], "used since its fill"
+    assert cache.due() == [], "handed out once"
+    assert cache.get((1, 1, "late"), T) is not None  # a first use after `due` walked past it
+    assert cache.get((1, 1, "late"), T) is not None
+    due = dict(cache.due())
+    assert list(due) == [(1, 1, "late")]
+    for key, held in due.items():
+        assert cache.reprove(key, held, cache.seq(), held=True)
+    clock.now += 20.0  # past the first TTL's end: served on the renewed one
+    assert cache.get((1, 1, "late"), T) is not None
+    assert cache.get((1, 1, "early"), T) is None, "handed out, never proven: it ends"
+    assert cache.get((1, 1, "idle"), T) is None, "never used: left to end"
+    clock.now += 40.5  # the renewed TTL ends too: nothing proved it again
+    assert cache.get((1, 1, "late"), T) is None
+
+
+def test_proof_records_stay_bounded_without_anyone_asking():
+    clock = FakeMonotonic()
+    cache = LocalCache(10_000_000, 5.0, monotonic=clock)
+    for n in range(1000):
+        cache.put((1, n, "f"), page(), cache.seq())
+        clock.now += 0.1
+    assert len(cache._proofs) <= 51, "records of TTLs already over are dropped on put"
+
+
+def test_a_proof_read_before_an_invalidation_renews_nothing():
+    clock = FakeMonotonic()
+    cache = LocalCache(10_000, 60.0, monotonic=clock)
+    for member_id in (1, 2):
+        cache.put((1, member_id, "f"), page(), cache.seq())
+    clock.now += 50.0
+    for member_id in (1, 2):
+        cache.get((1, member_id, "f"), T)
+    due = dict(cache.due())
+    seq = cache.seq()  # the proof's read starts...
+    cache.invalidate_member(1, 1)  # ...an invalidation lands, and the next put refills member 1
+    cache.put((1, 1, "f"), page(b"new"), cache.seq())
+    assert not cache.reprove((1, 1, "f"), due[(1, 1, "f")], seq, held=True), "replaced"
+    assert cache.reprove((1, 2, "f"), due[(1, 2, "f")], seq, held=True), "another member"
+    cache.invalidate_member(1, 2)
+    cache.put((1, 2, "f"), page(), cache.seq())
+    cache.get((1, 2, "f"), T)
+    stale = cache.seq()
+    cache.invalidate_tenant(1)
+    assert cache.put((1, 2, "f"), fresh := page(b"again"), cache.seq())
+    assert not cache.reprove((1, 2, "f"), fresh, stale, held=True), \
+        "the read began before the tenant's invalidation"
+
+
+def test_a_page_redis_no_longer_holds_is_dropped_at_once():
+    clock = FakeMonotonic()
+    cache = LocalCache(10_000, 60.0, monotonic=clock)
+    cache.put((1, 1, "f"), page(), cache.seq())
+    clock.now += 50.0
+    cache.get((1, 1, "f"), T)
+    [(key, held)] = cache.due()
+    assert not cache.reprove(key, held, cache.seq(), held=False)
+    assert cache.get(key, T) is None and len(cache) == 0 and cache.bytes == 0
 
 
 # In the app ------------------------------------------------------------------------------------
@@ -230,3 +301,32 @@ async def test_a_read_inside_an_invalidation_cannot_refill_the_local_layer(membe
     body, headers = await fetch(client, token, coupon_type=0)
     assert (ids(body), headers["X-Cache"]) == ([], "miss")
     assert [page for page, _ in seen] == [[member]]  # the read in between saw the old state
+
+
+async def test_a_used_page_is_proven_against_redis_and_dropped_once_redis_lost_it(member,
+                                                                                  client):
+    """With the app's Redis: a local page in use is renewed by its proof, past the TTL's first
+    end; once its Redis copy is gone behind this process's back (an invalidation it missed), the
+    next proof drops it, within the TTL, as the TTL's end would have."""
+    pages = client.app[pages_key]
+    now_s = client.app[clock_key].now_ms() // 1000
+    for _ in range(2):
+        _, headers = await fetch(client, token_for(), coupon_type=0)
+    assert headers["X-Cache"] == "local"
+    moved = FakeMonotonic()
+    moved.now = pages.local._monotonic()
+    pages.local._monotonic = moved  # the safety TTL's time, moved by the test
+    moved.now += pages.local.ttl - 5
+    _, headers = await fetch(client, token_for(), coupon_type=0)  # a use late in the TTL
+    assert headers["X-Cache"] == "local"
+    assert await pages.reprove_local(now_s) == 1
+    moved.now += 10  # past the TTL of the fill
+    _, headers = await fetch(client, token_for(), coupon_type=0)
+    assert headers["X-Cache"] == "local"
+    await client.app[redis_key].delete(pages.cache.member_key(1, 1))
+    moved.now += pages.local.ttl - 15  # 10 s left of the renewed TTL
+    _, headers = await fetch(client, token_for(), coupon_type=0)
+    assert headers["X-Cache"] == "local"
+    assert await pages.reprove_local(now_s) == 0
+    _, headers = await fetch(client, token_for(), coupon_type=0)
+    assert headers["X-Cache"] == "miss"
