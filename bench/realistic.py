@@ -11,10 +11,12 @@ The load is the sidebar's, as the mall sends it:
   (`/addons/yun_shop/api.php?i=1&route=...`, no status_request: the unused tab, as the mall's
   page asks), the other half POST forms on the plugin route, as the seed documents;
 - the project's default settings: rate limits on, the local layer on, one worker or two;
-- every page warmed once, then wrk (`-t1`, C, one thread: it leaves a core to the server) sends
-  the mix, each request drawn uniformly, or in the Zipf variant with a Zipf(1.0) skew over the
-  members (a few customers are chatted with all the time; the member limit of 300/min then
-  refuses the hottest with 429, which is counted apart from the 200s).
+- every page warmed once, the mix sent to every service at once for `--settle` seconds (70,
+  unmeasured: past the local layer's 60 s safety TTL, so that the rounds see the steady state and
+  not the warm-up's pages all ending their TTL in the same minute), then wrk (`-t1`, C, one thread:
+  it leaves a core to the server) sends the mix, each request drawn uniformly, or in the Zipf
+  variant with a Zipf(1.0) skew over the members (a few customers are chatted with all the time; the
+  member limit of 300/min then refuses the hottest with 429, which is counted apart from the 200s).
 
 Against the same load, in the same round: a bare aiohttp + uvloop app that reads the body and
 answers the same bytes (bench/bare.py --any-path). Variants (each a server that stays up for the
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import concurrent.futures
 import itertools
 import json
 import os
@@ -174,6 +177,29 @@ def run_wrk(url: str, duration: int, connections: int, script_args: list[str]) -
     return result
 
 
+def settle(servers: list[Server], seconds: int, connections: int,
+           script_args: list[str]) -> dict[str, dict[str, int]]:
+    """The mix on every service at once for `seconds`, unmeasured: the rounds then see each
+    server's steady state rather than the warm-up's wave of pages, all filled within a minute,
+    whose local safety TTL ends together (docs/performance.md, "The real path"). Returns each
+    server's cache mix over it."""
+    if seconds <= 0 or not servers:
+        return {}
+    print(f"settling for {seconds} s (the mix, unmeasured) ...", flush=True)
+    befores = [server.metrics() for server in servers]
+    with concurrent.futures.ThreadPoolExecutor(len(servers)) as pool:
+        list(pool.map(lambda server: run_wrk(server.url, seconds, connections, script_args),
+                      servers))
+    mixes = {}
+    for server, before in zip(servers, befores, strict=True):
+        after = server.metrics()
+        mixes[server.name] = {o: int(delta(after, before, "coupons_cache_requests_total",
+                                           outcome=o))
+                              for o in ("local", "hit", "miss", "coalesced", "bypass")}
+        print(f"settled {server.name}: cache {mixes[server.name]}", flush=True)
+    return mixes
+
+
 def re_search(pattern: str, text: str) -> str:
     match = re.search(pattern, text)
     if match is None:
@@ -210,6 +236,8 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--members", type=int, default=20_000)
+    parser.add_argument("--settle", type=int, default=70,
+                        help="seconds of the mix, unmeasured, after the warm-up (0: none)")
     parser.add_argument("--only", default="", help="comma-separated variants (default: all)")
     parser.add_argument("--env", action="append", default=[],
                         help="NAME=VALUE for the service's variants (a lever measured alone)")
@@ -280,6 +308,8 @@ def main() -> None:
                     memory[name] = (server.rss_bytes() - before) / len(requests)
                     print(f"warmed {name}: statuses {warmed[name]}, "
                           f"{memory[name]:.0f} bytes per active member", flush=True)
+            settled = settle([s for n, s in servers.items() if n in ("svc_1w", "svc_2w")],
+                             args.settle, args.connections, [str(mix_file)])
             plan = {
                 "mix_1w": ("svc_1w", args.connections, [str(mix_file)]),
                 "mix_2w": ("svc_2w", args.connections, [str(mix_file)]),
@@ -361,7 +391,7 @@ def main() -> None:
     out = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                        "platform": platform.platform()},
            "params": vars(args), "summary": summary, "memory_per_member": memory,
-           "warm_statuses": warmed, "rounds": rounds}
+           "warm_statuses": warmed, "settle": settled, "rounds": rounds}
     stem = f"realistic{'-' + args.label if args.label else ''}"
     (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=2, default=str))
     plot(summary, RESULTS / f"{stem}.png")
