@@ -31,7 +31,8 @@ from service.cache.redis import CachedPage
 from service.observe import metrics
 
 Key = tuple[int, int, str]  # uniacid, member_id, field
-# Per-entry bookkeeping (its list, key, OrderedDict node, proof record) on top of the body,
+Entry = tuple[CachedPage, float, bool, bool]
+# Per-entry bookkeeping (its tuple, key, OrderedDict node, proof record) on top of the body,
 # measured roughly.
 ENTRY_OVERHEAD = 300
 # An entry in use is handed out for its proof when this much of its safety TTL is left (a quarter
@@ -50,8 +51,10 @@ class LocalCache:
         self.ttl = ttl_seconds
         self._monotonic = monotonic
         self.margin = min(REPROVE_MARGIN_SECONDS, ttl_seconds / 4)
-        # key -> [page, end of its safety TTL, used since its last proof, handed out for proof]
-        self._entries: collections.OrderedDict[Key, list] = collections.OrderedDict()
+        # key -> (page, end of its safety TTL, used since its last proof, handed out for proof):
+        # a tuple, replaced when a flag changes (once per TTL), because the collector stops
+        # tracking a tuple of untracked parts, and a full collection walked every list entry.
+        self._entries: collections.OrderedDict[Key, Entry] = collections.OrderedDict()
         # (end of a safety TTL, key) in the order the TTLs end: what `due` walks.
         self._proofs: collections.deque[tuple[float, Key]] = collections.deque()
         # Entries first used after `due` walked past them, handed out by the next `due`.
@@ -82,11 +85,13 @@ class LocalCache:
         if now < page.valid_from or now >= page.valid_until or left <= 0:
             self._drop(key)
             return None
-        entry[2] = True
+        entries = self._entries
+        if not entry[2]:
+            entries[key] = entry = (page, entry[1], True, entry[3])
         if left < self.margin and not entry[3] and len(self._due) < REPROVE_MAX:
-            entry[3] = True
+            entries[key] = (page, entry[1], True, True)
             self._due.append((key, page))
-        self._entries.move_to_end(key)
+        entries.move_to_end(key)
         return page
 
     def put(self, key: Key, page: CachedPage, seq: int) -> bool:
@@ -105,7 +110,7 @@ class LocalCache:
         while proofs and proofs[0][0] <= now:
             proofs.popleft()
         expires = now + self.ttl
-        self._entries[key] = [page, expires, False, False]
+        self._entries[key] = (page, expires, False, False)
         proofs.append((expires, key))
         self._fields.setdefault((key[0], key[1]), set()).add(key[2])
         self.bytes += size
@@ -125,7 +130,7 @@ class LocalCache:
             expires, key = proofs.popleft()
             entry = entries.get(key)
             if entry is not None and entry[1] == expires and entry[2] and not entry[3]:
-                entry[3] = True
+                entries[key] = (entry[0], expires, True, True)
                 found.append((key, entry[0]))
         return found
 
@@ -141,8 +146,8 @@ class LocalCache:
             return False
         if self._invalidated_since(key, seq):
             return False
-        entry[1] = expires = self._monotonic() + self.ttl
-        entry[2] = entry[3] = False
+        expires = self._monotonic() + self.ttl
+        self._entries[key] = (page, expires, False, False)
         self._proofs.append((expires, key))
         return True
 

@@ -30,7 +30,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -59,8 +59,11 @@ def new_stamp() -> str:
     return os.urandom(8).hex()
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class CachedPage:
+class CachedPage(NamedTuple):
+    """A cached page and its bounds. A tuple of ints, strings and bytes, which the cyclic
+    garbage collector stops tracking: the local layer holds tens of thousands of them, and
+    every full collection walked each one (docs/performance.md, "The real path")."""
+
     valid_from: int
     valid_until: int
     etag: str
@@ -314,7 +317,7 @@ class PageCache:
         """True when stored; False when an invalidation came first (a stale fill refused). The
         page goes to the keyspace it was prepared in, whatever this process uses by now."""
         epoch = prepared.epoch
-        page = dataclasses.replace(page, tenant=prepared.tenant)
+        page = page._replace(tenant=prepared.tenant)
         stored = await self._call(lambda: self._fill(
             keys=[self.member_key(uniacid, member_id, epoch),
                   self.lease_key(uniacid, member_id, field, epoch)],
