@@ -30,7 +30,7 @@ from service.keys import (
     verifier_key,
 )
 from service.limits import limiter
-from service.observe.setup import setup_lag, setup_recorder
+from service.observe.setup import setup_gc_pauses, setup_lag, setup_recorder
 from service.settings import Settings
 
 
@@ -49,6 +49,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     # requests answered during the drain are in it too.
     setup_recorder(app)
     setup_lag(app)
+    setup_gc_pauses(app)
     deadlines = setup_deadlines(app)
     setup_database(app)
     setup_redis(app)

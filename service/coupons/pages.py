@@ -40,6 +40,7 @@ from service.coupons.flight import SingleFlight
 from service.coupons.render import RENDER_VERSION, check_member, etag_of, render_body
 from service.db.repository import CouponRepository, PageQuery
 from service.limits.limiter import Check, RateLimiter
+from service.observe import metrics
 
 log = logging.getLogger(__name__)
 
@@ -246,10 +247,13 @@ class CouponPages:
                 replies = await cache.batch(queue, budget=REPROVE_SECONDS)
             except CacheUnavailable:
                 return renewed
+            done = 0
             for n, (key, page) in enumerate(chunk):
                 held = cache.page_of(replies[2 * n:2 * n + 2], now_s)
-                renewed += local.reprove(key, page, seq,
-                                         held is not None and held.etag == page.etag)
+                done += local.reprove(key, page, seq, held is not None and held.etag == page.etag)
+            metrics.LOCAL_REPROOFS.labels("renewed").inc(done)
+            metrics.LOCAL_REPROOFS.labels("ended").inc(len(chunk) - done)
+            renewed += done
         return renewed
 
     async def _resolve_contact(self, query: PageQuery, key: ContactKey,

@@ -73,6 +73,17 @@ LOOP_LAG = Histogram(
     "coupons_event_loop_lag_seconds",
     "How late the event loop ran a timer (sampled every 50 ms): time every ready callback waits",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+LOCAL_REPROOFS = Counter(
+    "coupons_local_cache_reproofs_total",
+    "Local pages in use proven again against Redis before their safety TTL ended, by result "
+    "(renewed; ended: Redis no longer held the page, or an invalidation came first)",
+    ["result"])
+GC_PAUSE = Histogram(
+    "coupons_gc_pause_seconds",
+    "Collections of Python's cyclic garbage collector, by generation: each holds the event loop "
+    "for its whole length",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
 BOUNDS_EXTENDED = Counter(
     "coupons_time_bounds_extended_total",
     "Times a call's time bound fired late (the loop was busy) and granted one more budget "

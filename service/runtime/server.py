@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -102,8 +103,18 @@ async def serve_app(app: web.Application, settings: Settings, *,
     log.info("stopped")
 
 
+# The cyclic collector's thresholds in a worker (Python's: 700, 10, 10). A request makes a few
+# dozen short-lived containers that outlive 64 requests in flight, so at 700 allocations per
+# young collection they were promoted to the oldest generation by the thousand, and a full
+# collection, which walks every live cache and memo entry, ran every 6 s for about 300 ms: the
+# realistic mix's p99 (docs/performance.md, "The real path"). Young collections every 50,000
+# net allocations let them die young; the refcounts free nearly everything anyway.
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
 def run_worker(settings: Settings, sock: socket.socket | None, host: str, port: int,
                on_listening: Callable[[], None] | None = None) -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
     # Until serve_app listens for them, a stop signal would kill the process mid-start.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     from service.app import create_app

@@ -142,3 +142,13 @@ def test_lines_of_one_kind_carry_each_request_s_own_tenant_and_member() -> None:
         (1, member_hash(KEY, 1, 2)), (1, member_hash(KEY, 1, 3)), (40, member_hash(KEY, 40, 2)),
         (7, None)]
     assert len({line["member"] for line in lines}) == 4
+
+
+async def test_a_collection_of_the_garbage_collector_is_timed(client) -> None:
+    """Each collection of the cyclic collector while the app runs is in
+    coupons_gc_pause_seconds, by generation (a full one holds the loop for its length)."""
+    import gc
+
+    before = sample("coupons_gc_pause_seconds_count", generation="2")
+    gc.collect()
+    assert sample("coupons_gc_pause_seconds_count", generation="2") == before + 1
