@@ -86,11 +86,12 @@ class LocalCache:
             self._drop(key)
             return None
         entries = self._entries
-        if not entry[2]:
-            entries[key] = entry = (page, entry[1], True, entry[3])
-        if left < self.margin and not entry[3] and len(self._due) < REPROVE_MAX:
-            entries[key] = (page, entry[1], True, True)
-            self._due.append((key, page))
+        # Asked for its proof at a first use late in the TTL (`due` walked past it unused).
+        ask = left < self.margin and not entry[3] and len(self._due) < REPROVE_MAX
+        if ask or not entry[2]:
+            entries[key] = (page, entry[1], True, entry[3] or ask)
+            if ask:
+                self._due.append((key, page))
         entries.move_to_end(key)
         return page
 

@@ -17,7 +17,6 @@ from service.cache.listener import InvalidationListener
 from service.cache.local import LocalCache
 from service.cache.redis import CircuitBreaker, PageCache
 from service.cache.trust import CacheTrust
-from service.clock import Clock
 from service.coupons.pages import CouponPages, PageOptions
 from service.keys import (
     clock_key,
@@ -28,7 +27,7 @@ from service.keys import (
     repository_key,
     settings_key,
 )
-from service.runtime.tasks import stop_task
+from service.runtime.tasks import every, stop_task
 
 log = logging.getLogger(__name__)
 
@@ -62,28 +61,8 @@ def setup_redis(app: web.Application) -> None:
     app.cleanup_ctx.append(redis_ctx)
 
 
-async def charge_limits(pages: CouponPages, clock: Clock, seconds: float) -> None:
-    """The rate limiter's local admissions charged to Redis every `seconds`."""
-    while True:
-        await asyncio.sleep(seconds)
-        try:
-            await pages.charge_limits(clock.now_ms())
-        except Exception as exc:  # never the end of charging: the next tick tries again
-            log.warning("rate limit charge failed: %s", type(exc).__name__)
-
-
 # How often the local pages about to end their safety TTL are proven again (service/cache/local.py).
 REPROVE_EVERY_SECONDS = 1.0
-
-
-async def reprove_local(pages: CouponPages, clock: Clock) -> None:
-    """The local layer's pages proven again against Redis every REPROVE_EVERY_SECONDS."""
-    while True:
-        await asyncio.sleep(REPROVE_EVERY_SECONDS)
-        try:
-            await pages.reprove_local(clock.now_ms() // 1000)
-        except Exception as exc:  # never the end of it: the next tick tries again
-            log.warning("local cache reproof failed: %s", type(exc).__name__)
 
 
 def setup_pages(app: web.Application) -> None:
@@ -116,11 +95,15 @@ def setup_pages(app: web.Application) -> None:
         )
         app[listener_key] = listener
         task = asyncio.create_task(listener.run(), name="invalidation-listener")
+        clock = app[clock_key]
         charges = asyncio.create_task(
-            charge_limits(pages, app[clock_key], settings.rate_limit_charge_seconds),
+            every(settings.rate_limit_charge_seconds,
+                  lambda: pages.charge_limits(clock.now_ms()), "rate limit charge"),
             name="rate-limit-charges")
-        reproofs = asyncio.create_task(reprove_local(pages, app[clock_key]),
-                                       name="local-cache-reproofs")
+        reproofs = asyncio.create_task(
+            every(REPROVE_EVERY_SECONDS, lambda: pages.reprove_local(clock.now_ms() // 1000),
+                  "local cache reproof"),
+            name="local-cache-reproofs")
         # Serve from PostgreSQL until the listener is up and coverage proven (a handover or a
         # flush); a short wait here lets a healthy start begin with the cache on.
         with contextlib.suppress(TimeoutError):
@@ -131,7 +114,7 @@ def setup_pages(app: web.Application) -> None:
         finally:
             await stop_task(reproofs)
             await stop_task(charges)
-            await pages.charge_limits(app[clock_key].now_ms())  # the drain's, too
+            await pages.charge_limits(clock.now_ms())  # the drain's, too
             await stop_task(task)
             if listener.consumer is not None:
                 await stop_task(listener.consumer)

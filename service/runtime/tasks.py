@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -23,6 +23,17 @@ async def stop_task(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.warning("background task %s ended with %s", task.get_name(),
                     type(task.exception()).__name__)
+
+
+async def every(seconds: float, work: Callable[[], Awaitable[object]], what: str) -> None:
+    """`work()` every `seconds`, for a task of its own; a failure is logged, never the end of it
+    (the next tick tries again)."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await work()
+        except Exception as exc:
+            log.warning("%s failed: %s", what, type(exc).__name__)
 
 
 def setup_ticker(app: web.Application, name: str, seconds: float, tick: Callable[[], object],
