@@ -13,7 +13,8 @@ import dataclasses
 import pytest
 from prometheus_client import REGISTRY
 
-from service.keys import listener_key, pages_key
+from service.keys import db_pool_key, listener_key, pages_key
+from tests.support.api import items_of
 from tests.support.common import token_for
 from tests.support.pages import fetch, ids, settle
 
@@ -149,3 +150,29 @@ async def test_processes_starting_together_flush_once(member, make_client, setti
     assert coverage("flush") == flushes + 1
     assert coverage("handover") == handovers + 2
     assert len({c.app[pages_key].cache.epoch for c in clients}) == 1
+
+
+async def test_a_coupon_edit_is_applied_while_requests_hold_every_pooled_connection(
+        rows, client, db, settings):
+    """A coupon's edit is applied by reading its holders, on the invalidations' own connection:
+    with every pooled connection held (as right after a flush, when every request misses), the
+    invalidation does not wait in the requests' queue, and nothing is lost."""
+    await rows.member(1, 1)
+    cid = await rows.coupon(1, name="A")
+    await rows.member_coupon(cid, uid=1)
+    await fetch(client, token_for(), coupon_type=0)
+    _, headers = await fetch(client, token_for(), coupon_type=0)
+    assert headers["X-Cache"] == "hit"
+    pool = client.app[db_pool_key]
+    held = [await pool.acquire() for _ in range(settings.db_pool_max_size)]
+    try:
+        await db.execute("UPDATE yz_coupon SET name = '改名了' WHERE id = $1", cid)
+        async with asyncio.timeout(0.5):  # the pool's own wait is DB_ACQUIRE_TIMEOUT_SECONDS, 1 s
+            await settle(client, db)
+        assert client.app[pages_key].trust.usable, "the invalidation did not fail"
+    finally:
+        for conn in held:
+            await pool.release(conn)
+    body, headers = await fetch(client, token_for(), coupon_type=0)
+    assert headers["X-Cache"] == "miss"
+    assert [i["belongs_to_coupon"]["name"] for i in items_of(body)] == ["改名了"]
