@@ -77,6 +77,9 @@ class InvalidationListener:
         self.holders_max = holders_max
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.connection: asyncpg.Connection | None = None
+        # One query at a time on the LISTEN connection: the heartbeat's, a barrier's, a
+        # coupon's holders (`_holders`).
+        self._queries = asyncio.Lock()
         self.consumer: asyncio.Task | None = None
         self._connect_counted = False
         self.id = f"{socket.gethostname()}:{os.getpid()}:{new_stamp()[:8]}"
@@ -148,7 +151,7 @@ class InvalidationListener:
                         self._wake.clear()
                         # A ping that came back while the loop was busy is not a dead
                         # connection: losing it would flush every worker's cache under load.
-                        async with Bound(self.heartbeat, self.heartbeat * 5):
+                        async with self._queries, Bound(self.heartbeat, self.heartbeat * 5):
                             await QUERIES.ping(conn)
                         if not self.pages.trust.covered:
                             await self._cover(conn)
@@ -215,7 +218,8 @@ class InvalidationListener:
         handled = asyncio.get_running_loop().create_future()
         self._barriers[token] = (handled, expected)
         try:
-            await QUERIES.notify_barrier(conn, payload=f"sync:{token}")
+            async with self._queries:
+                await QUERIES.notify_barrier(conn, payload=f"sync:{token}")
             async with asyncio.timeout(ACK_WAIT_SECONDS + self.heartbeat * 5):
                 await handled
         except TimeoutError:
@@ -312,6 +316,19 @@ class InvalidationListener:
         async with self._progress:
             await self._progress.wait_for(lambda: token in self._synced)
 
+    async def _holders(self, coupon_id: int) -> list[int]:
+        """A coupon's holders (up to holders_max + 1), read on the LISTEN connection: in the
+        pool the read queued behind the requests, and right after a flush or a PostgreSQL
+        restart, when every request misses, a coupon's edit waited there past the 100 ms the
+        freshness test allows. The LISTEN connection is the one known to be up (it delivered
+        the notification); its queries take turns (`_queries`)."""
+        conn = self.connection
+        if conn is None:
+            return await self.repository.coupon_holders(coupon_id, self.holders_max + 1)
+        async with self._queries, asyncio.timeout(self.heartbeat * 5):
+            return await self.repository.coupon_holders(coupon_id, self.holders_max + 1,
+                                                         conn=conn)
+
     async def apply(self, payload: str) -> None:
         kind, _, rest = payload.partition(":")
         source = SOURCES.get(kind)
@@ -327,7 +344,7 @@ class InvalidationListener:
             await self.pages.invalidate_tenant(int(rest))
         elif kind == "c":
             uniacid, coupon_id = (int(x) for x in rest.split(":"))
-            holders = await self.repository.coupon_holders(coupon_id, self.holders_max + 1)
+            holders = await self._holders(coupon_id)
             if len(holders) > self.holders_max:
                 await self.pages.invalidate_tenant(uniacid)
             else:

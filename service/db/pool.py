@@ -1,6 +1,5 @@
-"""The database pools of the app: the primary's, the invalidations' own connection to it, and the
-replica's when DATABASE_READ_URL is set (page reads only), opened and closed by a cleanup
-context."""
+"""The database pools of the app: the primary's, and the replica's when DATABASE_READ_URL is
+set (page reads only), opened and closed by a cleanup context."""
 
 from __future__ import annotations
 
@@ -16,17 +15,12 @@ from service.keys import db_pool_key, read_pool_key, repository_key, settings_ke
 from service.observe import metrics
 from service.settings import Settings
 
-# The invalidations' reads (a coupon's holders) have a connection of their own: in the pool they
-# queued behind the requests, and right after a flush or a PostgreSQL restart, when every request
-# misses, an invalidation waited there past the 100 ms the freshness test allows.
-LANE_SIZE = 1
 
-
-def _create_pool(settings: Settings, dsn: str, size: int | None = None) -> asyncpg.Pool:
+def _create_pool(settings: Settings, dsn: str) -> asyncpg.Pool:
     return asyncpg.create_pool(
         dsn,
-        min_size=size or settings.db_pool_min_size,
-        max_size=size or settings.db_pool_max_size,
+        min_size=settings.db_pool_min_size,
+        max_size=settings.db_pool_max_size,
         command_timeout=settings.db_command_timeout_seconds,
         # 0 under PgBouncer transaction pooling: a named prepared statement lives on one server
         # connection, and the next transaction may run on another (docs/operations.md, "PgBouncer").
@@ -62,8 +56,6 @@ def setup_database(app: web.Application) -> None:
         async with contextlib.AsyncExitStack() as stack:
             pool = await _create_pool(settings, settings.database_url)
             stack.push_async_callback(close, pool)
-            lane = await _create_pool(settings, settings.database_url, size=LANE_SIZE)
-            stack.push_async_callback(close, lane)
             read_pool = None
             if settings.database_read_url:
                 read_pool = await _create_pool(settings, settings.database_read_url)
@@ -76,8 +68,7 @@ def setup_database(app: web.Application) -> None:
                     stack.callback(metrics.DB_POOL_MAX.labels(name).dec,
                                    settings.db_pool_max_size)
             repository = CouponRepository(pool, settings.total_cap, read_pool=read_pool,
-                                          acquire_timeout=settings.db_acquire_timeout_seconds,
-                                          lane=lane)
+                                          acquire_timeout=settings.db_acquire_timeout_seconds)
             app[repository_key] = repository
             # Coupon ends are stored, computed in the zone `migrate` recorded: serving with
             # another DISPLAY_TZ would put coupons in the wrong tab around midnight.

@@ -171,12 +171,8 @@ class CouponRepository:
 
     def __init__(self, pool: asyncpg.Pool, total_cap: int,
                  read_pool: asyncpg.Pool | None = None,
-                 acquire_timeout: float | None = None,
-                 lane: asyncpg.Pool | None = None) -> None:
+                 acquire_timeout: float | None = None) -> None:
         self._pool = pool
-        # The invalidations' reads (the listener's): a pool of their own, never queued behind
-        # requests (service/db/pool.py); the primary's pool when none is given.
-        self._lane = lane or pool
         self._acquire_timeout = acquire_timeout
         self._read_pool = read_pool
         self._total_cap = total_cap
@@ -191,7 +187,7 @@ class CouponRepository:
         if self._read_pool is None:
             return 0
         if conn is None:
-            lsn = await _read(self._lane, "primary", self._acquire_timeout,
+            lsn = await _read(self._pool, "primary", self._acquire_timeout,
                               QUERIES.primary_wal_lsn)
         else:
             lsn = await QUERIES.primary_wal_lsn(conn)
@@ -260,11 +256,15 @@ class CouponRepository:
         metrics.DB_READS.labels("replica", "").inc()
         return rows
 
-    async def coupon_holders(self, coupon_id: int, limit: int) -> list[int]:
+    async def coupon_holders(self, coupon_id: int, limit: int,
+                             conn: asyncpg.Connection | None = None) -> list[int]:
+        """`conn`: a connection of the caller's own (the listener's), else one from the pool."""
         async def holders(conn: asyncpg.Connection) -> list[int]:
             return [r["uid"] async for r in QUERIES.coupon_holders(
                 conn, coupon_id=coupon_id, max_members=limit)]
-        return await _read(self._lane, "primary", self._acquire_timeout, holders)
+        if conn is not None:
+            return await holders(conn)
+        return await _read(self._pool, "primary", self._acquire_timeout, holders)
 
     async def use(self, member_coupon_id: int, now: dt.datetime) -> UsedCoupon:
         """Mark used exactly once; raises UseRefused otherwise."""

@@ -154,7 +154,7 @@ async def test_processes_starting_together_flush_once(member, make_client, setti
 
 async def test_a_coupon_edit_is_applied_while_requests_hold_every_pooled_connection(
         rows, client, db, settings):
-    """A coupon's edit is applied by reading its holders, on the invalidations' own connection:
+    """A coupon's edit is applied by reading its holders on the LISTEN connection, not the pool:
     with every pooled connection held (as right after a flush, when every request misses), the
     invalidation does not wait in the requests' queue, and nothing is lost."""
     await rows.member(1, 1)
